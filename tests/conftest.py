@@ -10,8 +10,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MFGNN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
-#: True in CI's short mode: long checks shrink their budget.
-SMOKE = os.environ.get("MFGNN_SMOKE", "0") not in ("", "0", "false")
+#: Short mode for long checks: on in CI (CI=true) or with MFGNN_SMOKE=1.
+SMOKE = (os.environ.get("MFGNN_SMOKE", "") not in ("", "0", "false")
+         or os.environ.get("CI", "") not in ("", "0", "false"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,122 @@
+"""From a run configuration to the pieces of a run: dataset, split, self-energies, model.
+
+The model's fidelities are the dataset's fidelities that appear in ``labels``, in the
+dataset's order (lowest level first): a single-fidelity run has one head, a
+multi-fidelity run one head per trained level. Labels that exist in the data but are
+not selected are never used, not even for the self-energy fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import RunConfig
+from ..data import MultiFidelityDataset, Split, fit_self_energies, load_dataset, make_split
+from ..errors import ConfigError, DataError
+from ..nn import MultiFidelityHIPNN
+
+
+@dataclass
+class RunSetup:
+    """Everything a :class:`~mfgnn.training.trainer.Trainer` needs."""
+
+    config: RunConfig
+    dataset: MultiFidelityDataset
+    split: Split
+    fidelities: tuple[str, ...]      # the model's, lowest level first
+    columns: list[int]               # their columns in the dataset's labels
+    self_energies: torch.Tensor      # (F_model, n_elements) float64, eV
+
+
+def check_labels(config: RunConfig, dataset: MultiFidelityDataset) -> None:
+    """Every selected label must exist in the data, else one clear ConfigError."""
+    for name, kinds in config.labels.items():
+        if name not in dataset.fidelities:
+            raise ConfigError(
+                f"labels: fidelity {name!r} is not in the data "
+                f"(the dataset has: {', '.join(dataset.fidelities)})"
+            )
+        if "forces" in kinds and not dataset.has_forces.get(name, False):
+            raise ConfigError(
+                f"labels: forces selected for fidelity {name!r}, but the data declares "
+                f"no forces for it"
+            )
+    if not any(config.labels.values()):
+        raise ConfigError("labels: no label selected for training")
+
+
+def model_fidelities(config: RunConfig, dataset: MultiFidelityDataset) -> list[str]:
+    """Dataset fidelities with at least one selected label, in dataset order."""
+    return [f for f in dataset.fidelities if config.labels.get(f)]
+
+
+def build_split(config: RunConfig, n: int, out_dir: Path | None) -> Split:
+    """The saved split of a run (resume), a given split file, or a fresh random one."""
+    saved = out_dir / "split.json" if out_dir is not None else None
+    if saved is not None and saved.is_file():
+        return Split.load(saved)
+    if config.split.file:
+        path = Path(config.split.file)
+        if not path.is_absolute():
+            path = Path(config.base_dir) / path
+        return Split.load(path)
+    s = config.split
+    return make_split(n, s.train, s.valid, s.test, seed=s.seed)
+
+
+def fit_model_self_energies(dataset: MultiFidelityDataset, split: Split,
+                            fidelities: list[str], config: RunConfig) -> torch.Tensor:
+    """Per-fidelity self-energies from the training rows; zero for a fidelity whose
+    energies are not trained (its labels stay unused)."""
+    fit = fit_self_energies(dataset, split.train)
+    values = np.zeros((len(fidelities), len(dataset.elements)), dtype=np.float64)
+    for t, name in enumerate(fidelities):
+        if "energy" in config.labels.get(name, []):
+            values[t] = fit.values[fit.fidelities.index(name)]
+    return torch.as_tensor(values, dtype=torch.float64)
+
+
+def setup_run(config: RunConfig, out_dir: Path | None = None) -> RunSetup:
+    """Load the data, check the labels, split, and fit self-energies."""
+    dataset = load_dataset(config.resolved_data(), cutoff=config.model.cutoff)
+    check_labels(config, dataset)
+    split = build_split(config, len(dataset), out_dir)
+    if len(split.train) == 0:
+        raise DataError("split: the training split is empty")
+    if len(split.valid) == 0:
+        raise DataError("split: the validation split is empty (early stopping needs it)")
+    fidelities = model_fidelities(config, dataset)
+    for name in fidelities:
+        t = dataset.fidelities.index(name)
+        if "energy" in config.labels[name]:
+            if not np.isfinite(dataset.energies[split.train, t]).any():
+                raise DataError(f"labels: no training row has a {name!r} energy")
+    columns = [dataset.fidelities.index(f) for f in fidelities]
+    self_energies = fit_model_self_energies(dataset, split, fidelities, config)
+    return RunSetup(config, dataset, split, tuple(fidelities), columns, self_energies)
+
+
+def build_model(setup: RunSetup) -> MultiFidelityHIPNN:
+    """A fresh model for ``setup`` (seeded by ``train.seed``)."""
+    torch.manual_seed(setup.config.train.seed)
+    return MultiFidelityHIPNN(setup.config.model, setup.fidelities,
+                              setup.dataset.elements, setup.self_energies)
+
+
+def select_columns(batch, columns: list[int | None]):
+    """Keep only the label columns of the model's fidelities, in the model's order; a
+    ``None`` column (a model fidelity the data lacks) becomes all-NaN labels."""
+    if list(range(batch.energy.shape[1])) == list(columns):
+        return batch
+    energy = batch.energy.new_full((batch.energy.shape[0], len(columns)), float("nan"))
+    forces = batch.forces.new_full((batch.forces.shape[0], len(columns), 3), float("nan"))
+    for t, col in enumerate(columns):
+        if col is not None:
+            energy[:, t] = batch.energy[:, col]
+            forces[:, t] = batch.forces[:, col]
+    batch.energy, batch.forces = energy, forces
+    return batch

@@ -1,0 +1,130 @@
+"""Training on the real H2CO MP2 / CCSD(T)-F12 data: the loss goes down, runs resume
+exactly, saved models predict identically, and bad labels fail clearly."""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import pytest
+import torch
+
+from mfgnn.cli import main
+from mfgnn.config import config_from_dict
+from mfgnn.errors import CheckpointError, ConfigError
+from mfgnn.io import load_model
+from mfgnn.run import evaluate_run, train
+from mfgnn.training.setup import setup_run
+from mfgnn.training.trainer import Trainer
+
+TINY_MODEL = {"n_features": 16, "n_interactions": 1, "n_atom_layers": 1,
+              "n_sensitivities": 8, "tensor_order": 1, "heads": "delta"}
+
+
+@pytest.fixture()
+def spec(tmp_path, shared_data):
+    path = tmp_path / "h2co.yaml"
+    folder = shared_data / "mp2_ccsdt"
+    path.write_text(
+        "fidelities:\n"
+        f"  mp2: {{path: {folder / 'ch2o_mp2_avtz_3601.npz'}, energy_unit: eV}}\n"
+        f"  f12: {{path: {folder / 'ch2o_ccf12_avtz_3601.npz'}, energy_unit: eV}}\n")
+    return path
+
+
+def _config(spec, epochs=3, labels=None, **train):
+    return config_from_dict({
+        "data": str(spec),
+        "labels": labels or {"mp2": ["energy", "forces"], "f12": ["energy"]},
+        "split": {"train": 96, "valid": 32, "test": 32, "seed": 1},
+        "model": TINY_MODEL,
+        "train": {"max_epochs": epochs, "batch_size": 16, "lr": 3e-3, "seed": 0, **train},
+    })
+
+
+def test_loss_goes_down_on_real_data(spec, tmp_path):
+    config = _config(spec, epochs=8)
+    setup = setup_run(config)
+    trainer = Trainer(setup, tmp_path / "run", log=None)
+    first, _ = trainer.evaluate(setup.split.valid)
+    trainer.fit()
+    losses = [row["valid_loss"] for row in trainer.history]
+    assert len(losses) == 8
+    assert min(losses) < 0.6 * first, (first, losses)
+    assert (tmp_path / "run" / "metrics.csv").read_text().count("\n") == 9
+
+
+def test_resume_repeats_the_uninterrupted_run(spec, tmp_path):
+    full = Trainer(setup_run(_config(spec, epochs=4)), tmp_path / "full", log=None)
+    full.fit()
+    part = Trainer(setup_run(_config(spec, epochs=2)), tmp_path / "part", log=None)
+    part.fit()
+    resumed = Trainer(setup_run(_config(spec, epochs=4), tmp_path / "part"),
+                      tmp_path / "part", resume=True, log=None)
+    assert resumed.epoch == 2
+    resumed.fit()
+    a = [row["valid_loss"] for row in full.history]
+    b = [row["valid_loss"] for row in resumed.history]
+    assert a == pytest.approx(b, rel=1e-9, abs=0)
+
+
+def test_existing_run_is_not_overwritten(spec, tmp_path):
+    train(_config(spec, epochs=1), tmp_path / "run", log=None)
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    with pytest.raises(CheckpointError, match="--resume"):
+        train(_config(spec, epochs=1), tmp_path / "run", log=None)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+
+
+def test_saved_model_predicts_identically_and_is_self_describing(spec, tmp_path):
+    config = _config(spec, epochs=2)
+    setup = setup_run(config)
+    trainer = Trainer(setup, tmp_path / "run", log=None)
+    trainer.fit()
+    loaded = load_model(tmp_path / "run" / "model.pt")
+    meta = loaded.metadata
+    assert meta["fidelities"] == ["mp2", "f12"]
+    assert meta["trained_labels"] == {"mp2": ["energy", "forces"], "f12": ["energy"]}
+    assert meta["units"]["energy"] == "eV" and meta["elements"] == [1, 6, 8]
+    batch = next(iter(trainer._loader(setup.split.test, shuffle=False)))
+    trainer.model.eval()
+    a = trainer.model(batch.clone(), forces=True)
+    b = loaded(batch.clone(), forces=True)
+    assert torch.equal(a["energy"], b["energy"])
+    assert torch.equal(a["forces"], b["forces"])
+
+
+def test_evaluate_reports_unseen_high_level_forces(spec, tmp_path, capsys):
+    train(_config(spec, epochs=1), tmp_path / "run", log=None)
+    code = main(["evaluate", str(tmp_path / "run"), "--json", str(tmp_path / "m.json")])
+    assert code == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert set(metrics) == {"mp2", "f12"}
+    for fid in ("mp2", "f12"):
+        assert metrics[fid]["n_energy"] == 32 and metrics[fid]["n_forces"] == 32 * 4
+        assert metrics[fid]["forces_rmse"] > 0
+    assert "f12" in capsys.readouterr().out
+    assert evaluate_run(tmp_path / "run", split="valid")["f12"]["n_energy"] == 32
+
+
+@pytest.mark.parametrize("labels,message", [
+    ({"ccsdt": ["energy"]}, "'ccsdt' is not in the data"),
+])
+def test_labels_that_the_data_lacks(spec, tmp_path, labels, message):
+    with pytest.raises(ConfigError, match=message):
+        setup_run(_config(spec, labels=labels))
+
+
+def test_checkpoint_write_failure_keeps_previous(spec, tmp_path, monkeypatch):
+    trainer = Trainer(setup_run(_config(spec, epochs=1)), tmp_path / "run", log=None)
+    trainer.fit()
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", full_disk)
+    with pytest.raises(CheckpointError, match="No space left.*previous checkpoint is intact"):
+        trainer._save_checkpoint()
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
