@@ -1,0 +1,61 @@
+"""Build a MultiFidelityDataset from a parsed spec.
+
+Fidelities naming the same file (and the same geometry fields and length unit) are read
+together, so a file is opened once. The first file provides the geometries; every other
+file is checked row by row to hold the same geometries. Each fidelity's energy scale is
+checked for an implausible declared unit (a warning, see :mod:`.plausibility`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .ani_h5 import read_ani_h5
+from .dataset import MultiFidelityDataset
+from .extxyz import read_extxyz
+from .frames import Frames, check_same_geometries
+from .npz import read_npz
+from .plausibility import warn_energy_scale
+from .spec import DatasetSpec, FidelitySpec
+
+#: Rows sampled per fidelity for the energy-scale check.
+PLAUSIBILITY_ROWS = 20_000
+
+READERS = {"npz": read_npz, "ani-h5": read_ani_h5, "extxyz": read_extxyz}
+
+
+def _group_key(f: FidelitySpec) -> tuple:
+    return (str(f.path), f.format, f.keys.get("positions"), f.keys.get("numbers"),
+            f.length_unit)
+
+
+def build_dataset(spec: DatasetSpec, cutoff: float | None = None) -> MultiFidelityDataset:
+    """Read every file of ``spec`` once, verify geometries, return the dataset."""
+    groups: dict[tuple, list[FidelitySpec]] = {}
+    for f in spec.fidelities:
+        groups.setdefault(_group_key(f), []).append(f)
+    frames_of: dict[str, Frames] = {}
+    provenance: list[str] = []
+    reference: Frames | None = None
+    for members in groups.values():
+        frames = READERS[members[0].format](members)
+        provenance.extend(frames.provenance)
+        if reference is None:
+            reference = frames
+        else:
+            worst = check_same_geometries(reference, frames)
+            provenance.append(f"geometries of {frames.path.name} match {reference.path.name} "
+                              f"row by row (max |ΔR| = {worst:.3g} Å)")
+        for m in members:
+            frames_of[m.name] = frames
+    assert reference is not None
+    levels = [(frames_of[f.name], f.name) for f in spec.fidelities]
+    dataset = MultiFidelityDataset(levels, cutoff=cutoff, provenance=provenance, spec=spec)
+    rng = np.random.default_rng(0)
+    for k, f in enumerate(spec.fidelities):
+        rows = np.flatnonzero(np.isfinite(dataset.energies[:, k]))
+        if len(rows) > PLAUSIBILITY_ROWS:  # a median over a random sample is plenty
+            rows = np.sort(rng.choice(rows, PLAUSIBILITY_ROWS, replace=False))
+        warn_energy_scale(dataset.energies[rows, k], dataset.element_counts_of(rows),
+                          dataset.elements, str(f.path), f.name, f.energy_unit)
+    return dataset
