@@ -1,0 +1,111 @@
+"""Hyper-parameters of the multi-fidelity HIP-NN model.
+
+Defaults follow the ANI-1x study of Messerly et al. (HIP-NN-TS, soft sensitivity range
+0.75–5.5 Å, hard cutoff 6.5 Å, 20 sensitivity functions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+from mfgnn.errors import ConfigError
+
+#: Names accepted by :attr:`HIPNNConfig.activation`.
+ACTIVATIONS = ("softplus", "shifted_softplus", "silu", "tanh")
+#: Names accepted by :attr:`HIPNNConfig.heads`.
+HEAD_MODES = ("independent", "delta", "tethered")
+
+
+@dataclass
+class HIPNNConfig:
+    """Architecture of :class:`~mfgnn.nn.MultiFidelityHIPNN`.
+
+    Args:
+        n_features: width ``n_features`` of the atomic feature vectors z_{i,a} after
+            every interaction and atom layer.
+        n_interactions: number of interaction blocks N; the model has N + 1 hierarchical
+            energy terms E^n_i, n = 0..N (n = 0 from the one-hot species encoding).
+        n_atom_layers: atom layers (Eq. 7) after the interaction layer of each block.
+        n_sensitivities: number ν_max of sensitivity functions s^ν(r).
+        cutoff: hard cutoff r_c in Å; s^ν(r) = 0 for r ≥ r_c.
+        soft_min: inner soft distance in Å (largest inverse-distance centre 1/μ_ν).
+        soft_max: outer soft distance in Å (smallest inverse-distance centre).
+        tensor_order: HIP-NN-TS tensor sensitivity ℓ_max: 0 (scalar, original HIP-NN),
+            1 (+ dipole-like) or 2 (+ quadrupole-like information).
+        residual: residual connections z' = z + f(...) wherever input and output widths
+            match.
+        activation: non-linearity f: ``softplus``, ``shifted_softplus``
+            (softplus(x) − ln 2), ``silu`` or ``tanh``.
+        heads: parameterisation of the fidelity-specific energy heads: ``independent``
+            (the paper), ``delta`` (E_t = E_{t−1} + ΔE_t) or ``tethered`` (independent
+            heads with a penalty on w^n_t − w^n_{t−1}).
+        head_penalty: weight λ of :meth:`~mfgnn.nn.MultiFidelityHIPNN.head_regularization`
+            (delta and tethered modes).
+        n_tensor_channels: number of channels c the ℓ ≥ 1 environments are contracted to
+            before their squared norms are taken (tensor_order > 0 only).
+    """
+
+    n_features: int = 64
+    n_interactions: int = 2
+    n_atom_layers: int = 3
+    n_sensitivities: int = 20
+    cutoff: float = 6.5
+    soft_min: float = 0.75
+    soft_max: float = 5.5
+    tensor_order: int = 0
+    residual: bool = True
+    activation: str = "softplus"
+    heads: str = "independent"
+    head_penalty: float = 1.0e-3
+    n_tensor_channels: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("n_features", "n_sensitivities", "n_tensor_channels"):
+            _check_int(self, name, minimum=1)
+        for name in ("n_interactions", "n_atom_layers"):
+            _check_int(self, name, minimum=0)
+        for name in ("cutoff", "soft_min", "soft_max", "head_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"model.{name} must be a number, got {value!r}")
+            setattr(self, name, float(value))
+        if not 0.0 < self.soft_min < self.soft_max <= self.cutoff:
+            raise ConfigError(
+                "model distances must satisfy 0 < soft_min < soft_max <= cutoff, got "
+                f"soft_min={self.soft_min}, soft_max={self.soft_max}, cutoff={self.cutoff}"
+            )
+        if self.head_penalty < 0:
+            raise ConfigError(f"model.head_penalty must be >= 0, got {self.head_penalty}")
+        if self.tensor_order not in (0, 1, 2) or isinstance(self.tensor_order, bool):
+            raise ConfigError(f"model.tensor_order must be 0, 1 or 2, got {self.tensor_order!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"model.activation {self.activation!r} unknown; choose one of {', '.join(ACTIVATIONS)}"
+            )
+        if self.heads not in HEAD_MODES:
+            raise ConfigError(f"model.heads {self.heads!r} unknown; choose one of {', '.join(HEAD_MODES)}")
+        if not isinstance(self.residual, bool):
+            raise ConfigError(f"model.residual must be true or false, got {self.residual!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain (JSON/YAML-serialisable) dictionary of all fields."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "HIPNNConfig":
+        """Build from a mapping; unknown keys raise :class:`~mfgnn.errors.ConfigError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown model option(s) {', '.join(map(repr, unknown))}; "
+                f"known options: {', '.join(sorted(known))}"
+            )
+        return cls(**dict(d))
+
+
+def _check_int(cfg: HIPNNConfig, name: str, minimum: int) -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"model.{name} must be an integer >= {minimum}, got {value!r}")

@@ -1,0 +1,256 @@
+r"""Multi-fidelity HIP-NN (Messerly et al., Section 2.1, Fig. 2 and 4, Eq. 4–10).
+
+A shared trunk of interaction blocks produces atomic features z^n_i (n = 0: one-hot
+species; n ≥ 1: output of block n). Fidelity-specific linear heads give hierarchical
+energies E^n_{i,t} (Eq. 8), summed per atom (Eq. 9) and per structure (Eq. 10), plus the
+fidelity's self-energies e_t(Z_i):
+
+.. math::  E_t = \sum_i \Big(\sum_{n=0}^{N} E^n_{i,t} + e_t(Z_i)\Big), \qquad
+           \mathbf F_{i,t} = -\,\partial E_t / \partial \mathbf r_i .
+
+All fidelities' energies come from one trunk pass; forces of any subset of fidelities
+are obtained by automatic differentiation of that same pass.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mfgnn.errors import ModelError
+from mfgnn.nn.config import HIPNNConfig
+from mfgnn.nn.heads import HierarchicalHeads
+from mfgnn.nn.interaction import InteractionBlock
+from mfgnn.nn.pairs import PairGeometry, build_pair_geometry
+
+#: ε (eV²) guarding 0/0 in the hierarchicality ratio.
+HIERARCHICALITY_EPS = 1.0e-12
+
+
+class MultiFidelityHIPNN(nn.Module):
+    r"""HIP-NN(-TS) with one energy head per fidelity and block.
+
+    Args:
+        config: architecture (:class:`~mfgnn.nn.HIPNNConfig`, or a mapping of its fields).
+        fidelities: fidelity names, ordered low → high (the dataset's order).
+        elements: atomic numbers the model accepts; their order defines the one-hot
+            encoding z^0 and the columns of ``self_energies``.
+        self_energies: (F, n_elements) per-atom reference energies e_t(Z) in eV, kept in
+            float64 whatever the model dtype; zeros when None.
+
+    Attributes:
+        blocks: the interaction blocks n = 1..N.
+        heads: :class:`~mfgnn.nn.heads.HierarchicalHeads`; ``heads.linears[n].weight[t]``
+            is w^n_t (raw; see ``heads.effective_weights()`` for delta mode).
+        self_energies: float64 buffer (F, n_elements), eV.
+    """
+
+    def __init__(
+        self,
+        config: HIPNNConfig | Mapping[str, Any],
+        fidelities: Sequence[str],
+        elements: Sequence[int],
+        self_energies: Tensor | np.ndarray | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(fidelities, str):
+            fidelities = [fidelities]
+        self.fidelities = tuple(str(f) for f in fidelities)
+        if not self.fidelities or len(set(self.fidelities)) != len(self.fidelities):
+            raise ModelError(f"fidelities must be unique and non-empty, got {list(self.fidelities)}")
+        self.elements = tuple(int(z) for z in elements)
+        if not self.elements or len(set(self.elements)) != len(self.elements) or min(self.elements) < 1:
+            raise ModelError(f"elements must be unique atomic numbers >= 1, got {list(self.elements)}")
+        if isinstance(config, Mapping):
+            config = HIPNNConfig.from_dict(config)
+        if not isinstance(config, HIPNNConfig):
+            raise ModelError(f"config must be a HIPNNConfig or a mapping, got {type(config).__name__}")
+        self.config = config
+        n_fid, n_el = len(self.fidelities), len(self.elements)
+
+        table = torch.full((max(self.elements) + 1,), -1, dtype=torch.long)
+        table[list(self.elements)] = torch.arange(n_el)
+        self.register_buffer("species_table", table, persistent=False)
+        if self_energies is None:
+            se = torch.zeros(n_fid, n_el, dtype=torch.float64)
+        else:
+            raw = self_energies.detach().cpu() if isinstance(self_energies, Tensor) else np.asarray(self_energies)
+            se = torch.as_tensor(raw, dtype=torch.float64)
+            if tuple(se.shape) != (n_fid, n_el):
+                raise ModelError(f"self_energies must have shape (F, n_elements) = {(n_fid, n_el)}, got {tuple(se.shape)}")
+        self.register_buffer("self_energies", se.clone())
+
+        c = config
+        widths = [n_el] + [c.n_features] * c.n_interactions
+        self.blocks = nn.ModuleList(
+            InteractionBlock(
+                widths[n], c.n_features, c.n_atom_layers, activation=c.activation, residual=c.residual,
+                n_sensitivities=c.n_sensitivities, soft_min=c.soft_min, soft_max=c.soft_max,
+                cutoff=c.cutoff, tensor_order=c.tensor_order, n_tensor_channels=c.n_tensor_channels,
+            )
+            for n in range(c.n_interactions)
+        )
+        self.heads = HierarchicalHeads(widths, n_fid, c.heads, c.head_penalty)
+
+    # ------------------------------------------------------------------ construction
+    def reset_parameters(self) -> None:
+        for block in self.blocks:
+            block.reset_parameters()
+        self.heads.reset_parameters()
+
+    def hparams(self) -> dict[str, Any]:
+        """Everything needed to rebuild the architecture (JSON-serialisable)."""
+        return {"config": self.config.to_dict(), "fidelities": list(self.fidelities), "elements": list(self.elements)}
+
+    @classmethod
+    def from_hparams(cls, hparams: Mapping[str, Any]) -> "MultiFidelityHIPNN":
+        """Rebuild from :meth:`hparams`; then ``load_state_dict`` restores weights and self-energies."""
+        try:
+            return cls(HIPNNConfig.from_dict(hparams["config"]), hparams["fidelities"], hparams["elements"])
+        except KeyError as err:
+            raise ModelError(f"model hyper-parameters lack the key {err}") from None
+
+    def _apply(self, fn, *args, **kwargs):
+        # Keep the self-energies float64 under model.float()/.double()/.half(); follow device moves.
+        se = self.self_energies
+        out = super()._apply(fn, *args, **kwargs)
+        self.self_energies = se.to(device=self.self_energies.device, dtype=torch.float64)
+        return out
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.heads.linears[0].weight.dtype
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.blocks)
+
+    def fidelity_index(self, name: str) -> int:
+        """Column of fidelity ``name``; unknown names raise :class:`~mfgnn.errors.ModelError`."""
+        try:
+            return self.fidelities.index(name)
+        except ValueError:
+            raise ModelError(f"unknown fidelity {name!r}; the model's fidelities are {', '.join(self.fidelities)}") from None
+
+    # ------------------------------------------------------------------ forward
+    def species_index(self, z: Tensor) -> Tensor:
+        """Atomic numbers → one-hot column; elements outside ``elements`` raise ModelError."""
+        z = z.to(self.species_table.device, torch.long)
+        inside = (z >= 0) & (z < self.species_table.numel())
+        idx = self.species_table[torch.where(inside, z, torch.zeros_like(z))]
+        bad = ~inside | (idx < 0)
+        if bool(bad.any()):
+            wrong = sorted({int(v) for v in z[bad].tolist()})
+            raise ModelError(
+                f"element(s) {', '.join(map(str, wrong))} not supported by the model; "
+                f"allowed atomic numbers: {', '.join(map(str, self.elements))}"
+            )
+        return idx
+
+    def _requested(self, forces: bool | str | Sequence[str] | None) -> list[int]:
+        if forces is None or forces is False:
+            return []
+        if forces is True:
+            return list(range(len(self.fidelities)))
+        if isinstance(forces, str):
+            forces = [forces]
+        return sorted({self.fidelity_index(name) for name in forces})
+
+    def geometry(self, data, pos: Tensor) -> PairGeometry:
+        """Padded pair geometry from ``data.edge_index`` (or a radius graph at the cutoff)."""
+        edge_index = getattr(data, "edge_index", None)
+        if edge_index is None:
+            from mfgnn.data.graph import radius_graph
+
+            batch = getattr(data, "batch", None)
+            edge_index = radius_graph(pos.detach(), self.config.cutoff, batch)
+        return build_pair_geometry(pos, edge_index, self.config.cutoff, self.config.tensor_order)
+
+    def forward(self, data, forces: bool | Sequence[str] = False, training: bool = False) -> dict[str, Tensor]:
+        """Energies of all fidelities (and forces of the requested ones) of a batch.
+
+        Args:
+            data: PyG ``Data``/``Batch`` with ``z`` (ΣN,), ``pos`` (ΣN, 3) in Å, optional
+                ``batch`` (ΣN,) and ``edge_index`` (2, E) built with a cutoff ≥ the model's.
+            forces: False, True (all fidelities) or fidelity names.
+            training: keep the graph of the forces (create_graph) for a force loss.
+
+        Returns:
+            ``energy`` (B, F) float64 eV including self-energies; ``hierarchical``
+            (N + 1, ΣN, F) per-atom E^n_{i,t} in eV (model dtype, no self-energies);
+            ``forces`` (ΣN, F, 3) eV/Å in the model dtype when requested, NaN in the
+            columns of fidelities not requested. Outputs are detached when
+            ``training`` is False and forces were requested, or when grad is disabled.
+        """
+        wanted = self._requested(forces)
+        grad_enabled = torch.is_grad_enabled()
+        species = self.species_index(data.z)
+        pos = data.pos.to(self.species_table.device, self.dtype)
+        if wanted and not pos.requires_grad:
+            pos = pos.detach().requires_grad_(True)
+        batch = getattr(data, "batch", None)
+        n_atoms = pos.shape[0]
+        if batch is None:
+            batch = torch.zeros(n_atoms, dtype=torch.long, device=pos.device)
+            n_struct = 1
+        else:
+            batch = batch.to(pos.device)
+            n_struct = getattr(data, "num_graphs", None) or (int(batch.max()) + 1 if n_atoms else 0)
+
+        with torch.enable_grad() if wanted else nullcontext():
+            geom = self.geometry(data, pos)
+            z = nn.functional.one_hot(species, len(self.elements)).to(pos.dtype)
+            feats = [z]
+            for block in self.blocks:
+                z = block(z, geom)
+                feats.append(z)
+            hier = self.heads(feats)  # (N+1, ΣN, F)
+            per_atom = hier.to(torch.float64).sum(0) + self.self_energies[:, species].t()
+            energy = per_atom.new_zeros(n_struct, per_atom.shape[1]).index_add(0, batch, per_atom)
+            out = {"energy": energy, "hierarchical": hier}
+            if wanted:
+                out["forces"] = self._forces(energy, pos, wanted, training)
+        if not grad_enabled or (wanted and not training):
+            out = {k: v.detach() for k, v in out.items()}
+        return out
+
+    def _forces(self, energy: Tensor, pos: Tensor, wanted: list[int], training: bool) -> Tensor:
+        """−∂E_t/∂pos for the fidelity columns in ``wanted`` (sorted), NaN elsewhere; (ΣN, F, 3)."""
+        cols = []
+        for t in range(len(self.fidelities)):
+            if t in wanted:
+                (grad,) = torch.autograd.grad(
+                    energy[:, t].sum(), pos, create_graph=training,
+                    retain_graph=training or t != wanted[-1], allow_unused=True,
+                )
+                cols.append(-grad if grad is not None else torch.zeros_like(pos))
+            else:
+                cols.append(torch.full_like(pos, float("nan")).detach())
+        return torch.stack(cols, dim=1)
+
+    # ------------------------------------------------------------------ regularisers
+    def hierarchicality(self, out: Mapping[str, Tensor]) -> Tensor:
+        r"""Per-fidelity hierarchicality L_H,t, shape (F,).
+
+        .. math::  L_{H,t} = \frac{1}{N_{at}} \sum_i \sum_{n\ge1}
+                   \frac{(E^n_{i,t})^2}{(E^n_{i,t})^2 + (E^{n-1}_{i,t})^2 + \varepsilon}
+
+        on the effective hierarchical energies ``out["hierarchical"]`` (cumulative in
+        delta mode), ε = 1e-12 eV².
+        """
+        hier = out["hierarchical"]
+        if hier.shape[0] < 2 or hier.shape[1] == 0:
+            return hier.new_zeros(hier.shape[-1])
+        upper, lower = hier[1:].square(), hier[:-1].square()
+        return (upper / (upper + lower + HIERARCHICALITY_EPS)).sum(0).mean(0)
+
+    def head_regularization(self) -> Tensor:
+        """Scalar head penalty of the ``delta``/``tethered`` modes; zero for ``independent``."""
+        return self.heads.regularization()
+
+    def extra_repr(self) -> str:
+        return f"fidelities={list(self.fidelities)}, elements={list(self.elements)}"
