@@ -3,6 +3,7 @@
     mfgnn train CONFIG --out DIR [--resume]
     mfgnn evaluate RUN_DIR [--data SPEC] [--split test] [--json FILE]
     mfgnn data summary SPEC [--json FILE]
+    mfgnn experiment --data SPEC --low NAME --high NAME --train N ... --out DIR
     mfgnn demo [--out DIR] [--max-epochs N] [--max-time S]
 
 Errors caused by input (bad files, keys, units) print one message and exit with status
@@ -45,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("spec", help="dataset spec (YAML)")
     s.add_argument("--json", help="also write the summary to this JSON file")
 
+    p = sub.add_parser("experiment",
+                       help="the paper's experiment matrix: which labels give the best high level")
+    from .experiment.command import add_arguments as add_experiment_arguments
+    add_experiment_arguments(p)
+
     p = sub.add_parser("demo", help="multi- vs single-fidelity training on the bundled H2CO data")
     p.add_argument("--out", default="runs/demo", help="folder for the two runs")
     p.add_argument("--max-epochs", type=int, default=None)
@@ -79,6 +85,10 @@ def _dispatch(args) -> int:
         from .data.summary import run_summary
 
         return run_summary(args.spec, args.json)
+    if args.command == "experiment":
+        from .experiment.command import run_from_args
+
+        return run_from_args(args)
     if args.command == "demo":
         from .quickstart import run_demo
 

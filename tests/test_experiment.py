@@ -1,0 +1,118 @@
+"""``mfgnn experiment``: naming, skipping impossible experiments, metrics, resume, and a
+smoke run of the whole matrix on the real H2CO MP2 / CCSD(T)-F12 data."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+
+from mfgnn.cli import main
+from mfgnn.errors import ConfigError
+from mfgnn.experiment.metrics import mean_ci95, pairwise_difference_rmse
+from mfgnn.experiment.plan import plan_experiments
+
+
+def test_names_follow_the_paper():
+    names = [e.name for e in plan_experiments("mp2", "ccsdt", high_has_forces=True)]
+    assert names[:2] == ["SF-ccsdt/E", "SF-ccsdt/EF"]
+    assert names[-1] == "SF-mp2/EF"
+    for base in ("MF-mp2/E-ccsdt/E", "MF-mp2/EF-ccsdt/E", "MF-mp2/EF-ccsdt/EF"):
+        for mode in ("independent", "delta", "tethered"):
+            assert f"{base}[{mode}]" in names
+    assert len(names) == 3 + 9
+
+
+def test_impossible_experiments_are_skipped():
+    names = [e.name for e in plan_experiments("dft", "cc", high_has_forces=False,
+                                              heads=("delta",))]
+    assert names == ["SF-cc/E", "MF-dft/E-cc/E[delta]", "MF-dft/EF-cc/E[delta]", "SF-dft/EF"]
+    no_low_forces = [e.name for e in plan_experiments("a", "b", False, low_has_forces=False,
+                                                      heads=("independent",))]
+    assert no_low_forces == ["SF-b/E", "MF-a/E-b/E[independent]"]
+
+
+def test_labels_and_modes_of_a_planned_experiment():
+    plan = {e.name: e for e in plan_experiments("lo", "hi", True, heads=("tethered",))}
+    e = plan["MF-lo/EF-hi/E[tethered]"]
+    assert e.labels == {"lo": ["energy", "forces"], "hi": ["energy"]} and e.heads == "tethered"
+    assert "/" not in e.folder and "[" not in e.folder
+    with pytest.raises(ConfigError, match="unknown head mode 'deltas'"):
+        plan_experiments("lo", "hi", True, heads=("deltas",))
+
+
+def test_pairwise_difference_rmse_matches_brute_force():
+    rng = np.random.default_rng(0)
+    errors = rng.normal(size=40)
+    groups = rng.integers(0, 3, size=40)
+    pairs = [(errors[i] - errors[j]) ** 2
+             for i, j in itertools.combinations(range(40), 2) if groups[i] == groups[j]]
+    assert pairwise_difference_rmse(errors, groups) == pytest.approx(math.sqrt(np.mean(pairs)))
+    # a constant offset (a wrong reference energy) does not change conformer differences
+    assert pairwise_difference_rmse(errors + 5.0, groups) == pytest.approx(
+        pairwise_difference_rmse(errors, groups))
+    assert pairwise_difference_rmse(np.ones(3), np.arange(3)) is None
+
+
+def test_confidence_interval():
+    stats = mean_ci95([1.0, 2.0, 3.0])
+    assert stats["mean"] == 2.0 and stats["runs"] == [1.0, 2.0, 3.0]
+    assert stats["ci95"] == pytest.approx(4.303 * 1.0 / math.sqrt(3))
+    assert mean_ci95([5.0])["ci95"] == 0.0
+
+
+@pytest.fixture()
+def spec(tmp_path, shared_data):
+    folder = shared_data / "mp2_ccsdt"
+    path = tmp_path / "h2co.yaml"
+    path.write_text("fidelities:\n"
+                    f"  mp2: {{path: {folder / 'ch2o_mp2_avtz_3601.npz'}}}\n"
+                    f"  f12: {{path: {folder / 'ch2o_ccf12_avtz_3601.npz'}}}\n")
+    return path
+
+
+def test_smoke_run_writes_results_and_resumes(spec, tmp_path, capsys):
+    base = tmp_path / "base.yaml"
+    base.write_text("model: {n_features: 8, n_interactions: 1, n_atom_layers: 1,"
+                    " n_sensitivities: 6, tensor_order: 0}\n"
+                    "train: {batch_size: 16, lr: 3.0e-3}\n")
+    out = tmp_path / "exp"
+    args = ["experiment", "--data", str(spec), "--low", "mp2", "--high", "f12",
+            "--train", "48", "--valid", "16", "--test", "24", "--seeds", "2",
+            "--max-epochs", "1", "--heads", "delta", "--config", str(base), "--out", str(out)]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["units"] == {"energy": "meV", "forces": "meV/A"}
+    assert results["fidelities"] == {"low": "mp2", "high": "f12"}
+    exps = results["experiments"]
+    assert set(exps) == {"SF-f12/E", "SF-f12/EF", "MF-mp2/E-f12/E[delta]",
+                         "MF-mp2/EF-f12/E[delta]", "MF-mp2/EF-f12/EF[delta]", "SF-mp2/EF"}
+    mf = exps["MF-mp2/EF-f12/E[delta]"]
+    # high-level forces are scored although no MF-.../E model saw them
+    assert len(mf["high"]["forces_rmse"]["runs"]) == 2 and mf["high"]["forces_rmse"]["mean"] > 0
+    assert {"energy_rmse", "energy_mae", "forces_mae", "delta_e_rmse"} <= set(mf["high"])
+    assert "low" in mf and "low" not in exps["SF-f12/E"]
+    gap = results["baseline"]["forces_gap_rmse"]
+    assert 100 < gap < 300          # MP2 vs CCSD(T)-F12 forces differ by ~0.18 eV/Å
+    assert "energy_gap_rmse" in results["baseline"]
+    for name in ("results.md", "forces_rmse.png", "energy_rmse.png", "forces_parity.png"):
+        assert (out / name).stat().st_size > 0
+    assert "SF-f12/E" in (out / "results.md").read_text()
+    capsys.readouterr()
+
+    # re-running skips every finished run and reproduces the results
+    before = (out / "results.json").read_text()
+    assert main(args) == 0
+    log = capsys.readouterr().err
+    assert log.count("(done before)") == 12
+    assert json.loads((out / "results.json").read_text()) == json.loads(before)
+
+
+def test_unknown_fidelity_is_a_clear_error(spec, tmp_path, capsys):
+    code = main(["experiment", "--data", str(spec), "--low", "mp2", "--high", "ccsdt",
+                 "--train", "10", "--valid", "5", "--test", "5", "--out", str(tmp_path / "x")])
+    assert code == 2
+    assert "--high 'ccsdt' is not a fidelity" in capsys.readouterr().err
