@@ -6,6 +6,7 @@ Defaults follow the ANI-1x study of Messerly et al. (HIP-NN-TS, soft sensitivity
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
@@ -15,6 +16,68 @@ from mfgnn.errors import ConfigError
 ACTIVATIONS = ("softplus", "shifted_softplus", "silu", "tanh")
 #: Names accepted by :attr:`HIPNNConfig.heads`.
 HEAD_MODES = ("independent", "delta", "tethered")
+#: Places accepted by :attr:`EquivariantConfig.position`.
+EQUIVARIANT_POSITIONS = ("after", "before")
+
+
+@dataclass
+class EquivariantConfig:
+    """The optional E(3)-equivariant block (:class:`~mfgnn.nn.equivariant.EquivariantBlock`).
+
+    YAML: ``model: {equivariant: {lmax: 2, channels: 32, layers: 1, position: after}}``.
+
+    Args:
+        lmax: largest angular momentum ℓ_max (1–3) of the spherical harmonics and of
+            the hidden irreps ``c x 0e + c x 1o + c x 2e + …``.
+        channels: multiplicity c of every hidden irrep.
+        layers: gated tensor-product layers L (≥ 1) before the invariant read-out.
+        position: ``after`` the last interaction block, or ``before`` the first one
+            (right after the one-hot species encoding z^0).
+        radial_hidden: width of the MLP that maps the sensitivities s^ν(r) to the
+            per-edge tensor-product weights.
+        avg_neighbors: n̄ in the 1/√n̄ normalisation of the neighbour sums.
+    """
+
+    lmax: int = 2
+    channels: int = 32
+    layers: int = 1
+    position: str = "after"
+    radial_hidden: int = 32
+    avg_neighbors: float = 16.0
+
+    def __post_init__(self) -> None:
+        where = "model.equivariant"
+        if isinstance(self.lmax, bool) or not isinstance(self.lmax, int) or not 1 <= self.lmax <= 3:
+            raise ConfigError(f"{where}.lmax must be 1, 2 or 3, got {self.lmax!r}")
+        for name in ("channels", "layers", "radial_hidden"):
+            _check_int(self, name, minimum=1, where=where)
+        value = self.avg_neighbors
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(f"{where}.avg_neighbors must be a number > 0, got {value!r}")
+        self.avg_neighbors = float(value)
+        if self.position not in EQUIVARIANT_POSITIONS:
+            raise ConfigError(
+                f"{where}.position {self.position!r} unknown; choose one of {', '.join(EQUIVARIANT_POSITIONS)}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dictionary of all fields."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "EquivariantConfig":
+        """Build from a mapping; unknown keys raise :class:`~mfgnn.errors.ConfigError` naming them."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"model.equivariant must be a mapping (or null), got {d!r}")
+        known = [f.name for f in fields(cls)]
+        for key in d:
+            if key not in known:
+                match = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
+                hint = f"; did you mean {match[0]!r}?" if match else ""
+                raise ConfigError(
+                    f"model.equivariant: unknown key {key!r}{hint} (allowed: {', '.join(known)})"
+                )
+        return cls(**dict(d))
 
 
 @dataclass
@@ -44,6 +107,8 @@ class HIPNNConfig:
             (delta and tethered modes).
         n_tensor_channels: number of channels c the ℓ ≥ 1 environments are contracted to
             before their squared norms are taken (tensor_order > 0 only).
+        equivariant: optional E(3)-equivariant block (:class:`EquivariantConfig`, or a
+            mapping of its fields); None (default) for the plain HIP-NN(-TS) trunk.
     """
 
     n_features: int = 64
@@ -59,8 +124,11 @@ class HIPNNConfig:
     heads: str = "independent"
     head_penalty: float = 1.0e-3
     n_tensor_channels: int = 32
+    equivariant: EquivariantConfig | None = None
 
     def __post_init__(self) -> None:
+        if self.equivariant is not None and not isinstance(self.equivariant, EquivariantConfig):
+            self.equivariant = EquivariantConfig.from_dict(self.equivariant)
         for name in ("n_features", "n_sensitivities", "n_tensor_channels"):
             _check_int(self, name, minimum=1)
         for name in ("n_interactions", "n_atom_layers"):
@@ -105,7 +173,7 @@ class HIPNNConfig:
         return cls(**dict(d))
 
 
-def _check_int(cfg: HIPNNConfig, name: str, minimum: int) -> None:
+def _check_int(cfg: Any, name: str, minimum: int, where: str = "model") -> None:
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"model.{name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"{where}.{name} must be an integer >= {minimum}, got {value!r}")

@@ -8,6 +8,11 @@ fidelity's self-energies e_t(Z_i):
 .. math::  E_t = \sum_i \Big(\sum_{n=0}^{N} E^n_{i,t} + e_t(Z_i)\Big), \qquad
            \mathbf F_{i,t} = -\,\partial E_t / \partial \mathbf r_i .
 
+With an E(3)-equivariant block (``config.equivariant``, :mod:`mfgnn.nn.equivariant`)
+the trunk has one more step: its invariant output is one more z^n, with its own heads
+E^n_{i,t}, placed after the last interaction block (``position: after``) or before the
+first (``before``); N then counts that block too.
+
 All fidelities' energies come from one trunk pass; forces of any subset of fidelities
 are obtained by automatic differentiation of that same pass.
 """
@@ -43,7 +48,10 @@ class MultiFidelityHIPNN(nn.Module):
             float64 whatever the model dtype; zeros when None.
 
     Attributes:
-        blocks: the interaction blocks n = 1..N.
+        blocks: the interaction blocks.
+        equivariant: the :class:`~mfgnn.nn.equivariant.EquivariantBlock` or None.
+        equivariant_index: trunk step n ≥ 1 of the equivariant block (its z^n and
+            ``heads.linears[n]``), or None.
         heads: :class:`~mfgnn.nn.heads.HierarchicalHeads`; ``heads.linears[n].weight[t]``
             is w^n_t (raw; see ``heads.effective_weights()`` for delta mode).
         self_energies: float64 buffer (F, n_elements), eV.
@@ -85,21 +93,38 @@ class MultiFidelityHIPNN(nn.Module):
         self.register_buffer("self_energies", se.clone())
 
         c = config
-        widths = [n_el] + [c.n_features] * c.n_interactions
+        eq = c.equivariant
+        n_steps = c.n_interactions + (eq is not None)
+        widths = [n_el] + [c.n_features] * n_steps
+        self.equivariant_index = None
+        if eq is not None:
+            self.equivariant_index = 1 if eq.position == "before" else n_steps
+        inter = [n for n in range(1, n_steps + 1) if n != self.equivariant_index]
         self.blocks = nn.ModuleList(
             InteractionBlock(
-                widths[n], c.n_features, c.n_atom_layers, activation=c.activation, residual=c.residual,
+                widths[n - 1], c.n_features, c.n_atom_layers, activation=c.activation, residual=c.residual,
                 n_sensitivities=c.n_sensitivities, soft_min=c.soft_min, soft_max=c.soft_max,
                 cutoff=c.cutoff, tensor_order=c.tensor_order, n_tensor_channels=c.n_tensor_channels,
             )
-            for n in range(c.n_interactions)
+            for n in inter
         )
+        self.equivariant = None
+        if eq is not None:
+            from mfgnn.nn.equivariant import EquivariantBlock  # e3nn is imported only when used
+
+            n = self.equivariant_index
+            self.equivariant = EquivariantBlock(
+                widths[n - 1], c.n_features, eq, n_sensitivities=c.n_sensitivities, soft_min=c.soft_min,
+                soft_max=c.soft_max, cutoff=c.cutoff, activation=c.activation, residual=c.residual,
+            )
         self.heads = HierarchicalHeads(widths, n_fid, c.heads, c.head_penalty)
 
     # ------------------------------------------------------------------ construction
     def reset_parameters(self) -> None:
         for block in self.blocks:
             block.reset_parameters()
+        if self.equivariant is not None:
+            self.equivariant.reset_parameters()
         self.heads.reset_parameters()
 
     def hparams(self) -> dict[str, Any]:
@@ -127,7 +152,15 @@ class MultiFidelityHIPNN(nn.Module):
 
     @property
     def n_blocks(self) -> int:
-        return len(self.blocks)
+        """Trunk steps N after the one-hot encoding (interaction blocks + equivariant block)."""
+        return len(self.blocks) + (self.equivariant is not None)
+
+    def trunk(self) -> list[nn.Module]:
+        """The trunk steps n = 1..N in order; step n produces z^n."""
+        steps: list[nn.Module] = list(self.blocks)
+        if self.equivariant is not None:
+            steps.insert(self.equivariant_index - 1, self.equivariant)
+        return steps
 
     def fidelity_index(self, name: str) -> int:
         """Column of fidelity ``name``; unknown names raise :class:`~mfgnn.errors.ModelError`."""
@@ -205,7 +238,7 @@ class MultiFidelityHIPNN(nn.Module):
             geom = self.geometry(data, pos)
             z = nn.functional.one_hot(species, len(self.elements)).to(pos.dtype)
             feats = [z]
-            for block in self.blocks:
+            for block in self.trunk():
                 z = block(z, geom)
                 feats.append(z)
             hier = self.heads(feats)  # (N+1, ΣN, F)
