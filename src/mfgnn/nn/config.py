@@ -98,8 +98,11 @@ class HIPNNConfig:
             1 (+ dipole-like) or 2 (+ quadrupole-like information).
         residual: residual connections z' = z + f(...) wherever input and output widths
             match.
-        activation: non-linearity f: ``softplus``, ``shifted_softplus``
-            (softplus(x) − ln 2), ``silu`` or ``tanh``.
+        activation: non-linearity f: ``shifted_softplus`` (softplus(x) − ln 2, the
+            default), ``softplus``, ``silu`` or ``tanh``. With residual connections plain
+            softplus only adds positive terms, so features drift upwards block after block;
+            on H2CO CCSD(T)-F12 energies (1000 structures, 77 epochs) it reached 23.8 meV /
+            537 meV/Å against 12.4 meV / 275 meV/Å with ``shifted_softplus``.
         heads: parameterisation of the fidelity-specific energy heads: ``independent``
             (the paper), ``delta`` (E_t = E_{t−1} + ΔE_t) or ``tethered`` (independent
             heads with a penalty on w^n_t − w^n_{t−1}).
@@ -120,7 +123,7 @@ class HIPNNConfig:
     soft_max: float = 5.5
     tensor_order: int = 0
     residual: bool = True
-    activation: str = "softplus"
+    activation: str = "shifted_softplus"
     heads: str = "independent"
     head_penalty: float = 1.0e-3
     n_tensor_channels: int = 32
