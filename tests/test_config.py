@@ -53,3 +53,14 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("data: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_inline_dataset_spec_resolves_relative_paths(tmp_path, shared_data):
+    from mfgnn.data import load_dataset
+
+    src = shared_data / "mp2_ccsdt" / "ch2o_mp2_avtz_3601.npz"
+    (tmp_path / "mp2.npz").symlink_to(src)
+    config = config_from_dict({"data": {"fidelities": {"mp2": {"path": "mp2.npz"}}},
+                               "labels": {"mp2": ["energy"]}}, base_dir=tmp_path)
+    dataset = load_dataset(config.resolved_data())
+    assert dataset.fidelities == ("mp2",) and len(dataset) == 3601

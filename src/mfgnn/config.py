@@ -122,16 +122,17 @@ class RunConfig:
     #: folder that relative paths in ``data`` are resolved against
     base_dir: str = "."
 
-    def resolved_data(self) -> str | dict[str, Any]:
-        """The dataset spec with a relative spec path resolved against ``base_dir``."""
+    def resolved_data(self):
+        """The dataset spec: a path resolved against ``base_dir``, or an inline mapping
+        parsed with its relative paths resolved against ``base_dir``."""
         if isinstance(self.data, str):
             path = Path(self.data)
             if not path.is_absolute():
                 path = Path(self.base_dir) / path
             return str(path)
-        data = dict(self.data)
-        data.setdefault("base_dir", self.base_dir)
-        return data
+        from .data import parse_spec
+
+        return parse_spec(dict(self.data), base_dir=self.base_dir)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (what ``from_dict`` reads)."""
