@@ -61,7 +61,8 @@ def main() -> None:
                             "seed": 0},
                   "model": {"n_features": args.features, "n_interactions": 2,
                             "n_atom_layers": 3, "n_sensitivities": 20,
-                            "tensor_order": args.tensor_order, "heads": mode},
+                            "tensor_order": args.tensor_order, "heads": mode,
+                            "activation": "shifted_softplus"},
                   "loss": {"hierarchicality_weight": args.hierarchicality},
                   "train": {"max_epochs": args.max_epochs, "batch_size": 32, "lr": 2e-3,
                             "patience": 40, "max_time": args.max_time, "seed": 0}}

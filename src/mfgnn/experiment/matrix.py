@@ -34,7 +34,7 @@ from .report import write_figures, write_markdown
 #: Default budget: the whole matrix on one small molecule, 3 seeds, in about an hour
 #: on 2 CPU cores.
 DEFAULT_MODEL = {"n_features": 48, "n_interactions": 2, "n_atom_layers": 2,
-                 "n_sensitivities": 20, "tensor_order": 1}
+                 "n_sensitivities": 20, "tensor_order": 1, "activation": "shifted_softplus"}
 DEFAULT_TRAIN = {"max_epochs": 300, "batch_size": 32, "lr": 2.0e-3, "patience": 30,
                  "scheduler_patience": 8, "max_time": 90.0}
 
