@@ -5,15 +5,20 @@ A model file is a ``torch.save`` mapping::
     {"format": "mfgnn-model", "format_version": 1, "mfgnn_version": "0.1.0",
      "hparams": {...},            # MultiFidelityHIPNN.from_hparams rebuilds the network
      "state_dict": {...},
+     "state_sha256": "...",       # checksum of the weights (state_digest)
      "metadata": {"fidelities": [...], "elements": [...], "units": {...},
-                  "self_energies": {fidelity: {Z: eV}}, "trained_labels": {...}, ...}}
+                  "self_energies": {fidelity: {Z: eV}}, "trained_labels": {...},
+                  "forces_trained": [...], "mfgnn_version": ..., "format_version": ..., ...}}
 
-Loading checks the format and version and fails with a :class:`CheckpointError` that
-says what was found.
+Loading checks the format, the version and the weights' checksum and fails with a
+:class:`CheckpointError` that says what was found (both versions, or what is corrupt).
+Every file is written through :func:`atomic_write` (temporary file, fsync, rename,
+fsync of the folder), so a crash never leaves a half-written file in place.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -23,7 +28,7 @@ from typing import Any
 import torch
 
 from . import __version__
-from .errors import CheckpointError
+from .errors import CheckpointError, MfgnnError
 from .nn import MultiFidelityHIPNN
 
 MODEL_FORMAT = "mfgnn-model"
@@ -54,6 +59,21 @@ def atomic_write(path: str | Path, write) -> None:
         except OSError:
             pass
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (POSIX: fsync the folder); best effort elsewhere."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -80,24 +100,53 @@ def model_metadata(model: MultiFidelityHIPNN, trained_labels: dict[str, list[str
             for t, fid in enumerate(model.fidelities)
         },
         "trained_labels": {f: list(trained_labels.get(f, [])) for f in model.fidelities},
+        "forces_trained": [f for f in model.fidelities if "forces" in trained_labels.get(f, [])],
         "cutoff": float(model.config.cutoff),
         "heads": model.config.heads,
+        "mfgnn_version": __version__,
+        "format_version": MODEL_FORMAT_VERSION,
     }
     if extra:
         meta.update(extra)
     return meta
 
 
+def brief(exc: BaseException, lines: int = 2, width: int = 300) -> str:
+    """``Type: message`` of an exception on one line (torch's state-dict errors list every
+    mismatch on its own line): the first ``lines`` lines, at most ``width`` characters."""
+    parts = [x.strip() for x in str(exc).splitlines() if x.strip()]
+    text = " ".join(parts[:lines])
+    if len(parts) > lines:
+        text += f" ... ({len(parts) - lines} more lines)"
+    if len(text) > width:
+        text = text[: width - 3] + "..."
+    return f"{type(exc).__name__}: {text}"
+
+
+def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of a state dict's tensors: a model
+    file whose weights were damaged on disk fails to load instead of predicting garbage
+    (torch.load does not check the data of the archive it reads)."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_model(path: str | Path, model: MultiFidelityHIPNN,
                trained_labels: dict[str, list[str]],
                extra_metadata: dict[str, Any] | None = None) -> None:
     """Write ``model`` to ``path`` atomically, with everything needed to use it alone."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
         "format": MODEL_FORMAT,
         "format_version": MODEL_FORMAT_VERSION,
         "mfgnn_version": __version__,
         "hparams": model.hparams(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": state,
+        "state_sha256": state_digest(state),
         "metadata": model_metadata(model, trained_labels, extra_metadata),
     }
     atomic_torch_save(payload, path)
@@ -113,15 +162,31 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # corrupt or truncated file: torch raises many kinds
-        raise CheckpointError(f"{path}: not a readable model file ({exc})") from None
+        raise CheckpointError(f"{path}: not a readable model file ({brief(exc)}); truncated "
+                              "or corrupt?") from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise CheckpointError(f"{path}: not an mfgnn model file")
     version = payload.get("format_version")
     if version != MODEL_FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: model file format version {version!r}, this mfgnn "
-            f"({__version__}) reads version {MODEL_FORMAT_VERSION}"
+            f"{path}: model file format version {version!r} (written by mfgnn "
+            f"{payload.get('mfgnn_version', '?')}), this mfgnn ({__version__}) reads version "
+            f"{MODEL_FORMAT_VERSION}"
         )
+    missing = [k for k in ("hparams", "state_dict", "metadata") if not isinstance(payload.get(k), dict)]
+    if missing:
+        raise CheckpointError(f"{path}: model file lacks {', '.join(missing)}; corrupt or "
+                              "not written by mfgnn.io.save_model")
+    expected = payload.get("state_sha256")
+    if expected is not None:  # files written before the checksum was added have none
+        try:
+            found = state_digest(payload["state_dict"])
+        except Exception as exc:
+            raise CheckpointError(f"{path}: unreadable weights ({exc}); the file is corrupt") from None
+        if found != expected:
+            raise CheckpointError(f"{path}: the weights do not match their checksum (sha256 "
+                                  f"{found[:12]}..., recorded {str(expected)[:12]}...); the file "
+                                  "is corrupt")
     return payload
 
 
@@ -138,8 +203,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     The file's metadata is kept as ``model.metadata``.
     """
     payload = read_model_file(path)
-    model = MultiFidelityHIPNN.from_hparams(payload["hparams"])
-    model.load_state_dict(payload["state_dict"])
+    path = Path(path) / "model.pt" if Path(path).is_dir() else Path(path)
+    try:
+        model = MultiFidelityHIPNN.from_hparams(payload["hparams"])
+        model.load_state_dict(payload["state_dict"])
+    except (MfgnnError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: the model file's hyper-parameters and weights do not "
+                              f"fit together ({brief(exc)})") from None
     model.metadata = payload["metadata"]
     if dtype is not None:
         model = model.to(dtype)

@@ -113,10 +113,14 @@ class MultiFidelityLoss:
                     value = cfg.weight("energy", name) * (rmse + mae)
                     error_terms = error_terms + value
                     terms.energy[name] = float((rmse + mae).detach())
-            if "forces" in wanted and out.get("forces") is not None:
+            if ("forces" in wanted and out.get("forces") is not None
+                    and not bool(torch.isnan(out["forces"][:, t, :]).all())):
+                # an all-NaN column is a fidelity whose forces were not requested from the
+                # model; otherwise a non-finite prediction at a labelled entry makes the
+                # loss non-finite (the trainer then skips the step) instead of vanishing
                 target = batch.forces[:, t, :]
                 pred = out["forces"][:, t, :]
-                mask = torch.isfinite(target) & torch.isfinite(pred)
+                mask = torch.isfinite(target)
                 rmse, mae, n = masked_rmse_mae(pred, target, mask)
                 if n:
                     value = cfg.weight("forces", name) * (rmse + mae)

@@ -4,7 +4,6 @@ H2CO MP2 / CCSD(T)-F12 subset)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +11,15 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from .config import RunConfig, config_from_dict, load_config
-from .errors import ConfigError
+from .errors import ConfigError, ModelError
 from .io import atomic_json_dump, load_model
 from .training.evaluation import evaluate_model
 from .training.setup import setup_run
-from .training.trainer import Trainer
+from .training.trainer import STDERR, Trainer
 
 
 def train(config: RunConfig | str | Path, out_dir: str | Path, resume: bool = False,
-          log=sys.stderr) -> dict:
+          log=STDERR) -> dict:
     """Train the run described by ``config`` into ``out_dir``; returns test metrics."""
     if not isinstance(config, RunConfig):
         config = load_config(config)
@@ -59,11 +58,38 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "tes
         raise ConfigError(
             f"the data has none of the model's fidelities (model: "
             f"{', '.join(model.fidelities)}; data: {', '.join(dataset.fidelities)})")
+    check_elements(model, dataset, indices, run_dir / "model.pt")
     subset = torch.utils.data.Subset(dataset, list(map(int, indices)))
     _, metrics = evaluate_model(model, DataLoader(subset, batch_size=batch_size), columns)
     if json_path:
-        atomic_json_dump(metrics, json_path)
+        try:
+            atomic_json_dump(metrics, json_path)
+        except OSError as exc:
+            raise ConfigError(f"could not write {json_path}: {exc.strerror or exc}") from None
     return metrics
+
+
+def check_elements(model, dataset, rows, model_path) -> None:
+    """ModelError naming the data file, the first row and the element when ``rows`` of
+    ``dataset`` hold an element the model was not trained on."""
+    unknown = [z for z in dataset.elements if z not in model.elements]
+    if not unknown:
+        return
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = [dataset.elements.index(z) for z in unknown]
+    counts = dataset.element_counts_of(rows)[:, cols] if len(rows) else np.zeros((0, 1))
+    hit = np.flatnonzero(counts.sum(axis=1) > 0)
+    if not hit.size:
+        return
+    row = int(rows[hit[0]])
+    found = [z for z, c in zip(unknown, counts[hit[0]]) if c > 0]
+    spec = getattr(dataset, "spec", None)
+    source = ", ".join(str(f.path) for f in spec.fidelities) if spec is not None else "the data"
+    more = f" (and {hit.size - 1} more rows)" if hit.size > 1 else ""
+    raise ModelError(
+        f"{source}: row {row}{more} holds element(s) {', '.join(map(str, found))} (atomic "
+        f"numbers), which the model {model_path} was not trained on; allowed atomic numbers: "
+        f"{', '.join(map(str, model.elements))}")
 
 
 def format_metrics(metrics: dict) -> str:

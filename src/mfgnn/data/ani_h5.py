@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..units import energy_factor, force_factor, length_factor
-from .frames import COINCIDENT_DISTANCE, Frames
+from .frames import COINCIDENT_DISTANCE, MAX_ATOMIC_NUMBER, Frames
 
 if TYPE_CHECKING:
     from .spec import FidelitySpec
@@ -133,8 +133,11 @@ class AniH5Frames(Frames):
                     raise DataError(f"{self.path}: group {gname!r}: {self._num_key!r} has shape "
                                     f"{zd.shape}; expected ({n_col},) or ({n_g}, {n_col})")
                 z = zd[()].astype(np.int64)
-                if (z < 0).any():
-                    raise DataError(f"{self.path}: group {gname!r}: negative atomic number")
+                if (z < 0).any() or (z > MAX_ATOMIC_NUMBER).any():
+                    bad = z[(z < 0) | (z > MAX_ATOMIC_NUMBER)].reshape(-1)[0]
+                    raise DataError(f"{self.path}: group {gname!r}: atomic number {bad} is not "
+                                    f"an element (1..{MAX_ATOMIC_NUMBER}; 0 = padding) (field "
+                                    f"{self._num_key!r})")
                 if z.ndim == 1:
                     self._masks.append(z > 0)
                     self._natoms_group[gi] = int((z > 0).sum())

@@ -20,6 +20,8 @@ from .graph import radius_graph
 
 #: Two atoms of one structure closer than this (Å) are an error ("same position").
 COINCIDENT_DISTANCE = 1.0e-2
+#: Largest atomic number accepted (0 is padding and is removed).
+MAX_ATOMIC_NUMBER = 118
 #: Absolute tolerance (Å) when comparing the geometries of two level files.
 GEOMETRY_ATOL = 1.0e-6
 _BLOCK_ROWS = 65536

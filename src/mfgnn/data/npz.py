@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..units import energy_factor, force_factor, length_factor
-from .frames import InMemoryFrames
+from .frames import MAX_ATOMIC_NUMBER, InMemoryFrames
 
 if TYPE_CHECKING:
     from .spec import FidelitySpec
@@ -117,6 +117,10 @@ def read_npz(specs: list[FidelitySpec]) -> InMemoryFrames:
             r, k = np.argwhere(Zb < 0)[0]
             raise DataError(f"{path}: row {r}, atom {k}: negative atomic number {Zb[r, k]} "
                             f"(key {num_key!r})")
+        if (Zb > MAX_ATOMIC_NUMBER).any():
+            r, k = np.argwhere(Zb > MAX_ATOMIC_NUMBER)[0]
+            raise DataError(f"{path}: row {r}, atom {k}: atomic number {Zb[r, k]} is not an "
+                            f"element (1..{MAX_ATOMIC_NUMBER}; 0 = padding) (key {num_key!r})")
         mask = Zb != 0
         per_row = mask.sum(axis=1)
         ptr = np.concatenate([[0], np.cumsum(per_row)]).astype(np.int64)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from ase.data import chemical_symbols
 
+from ..errors import ConfigError
 from .fileio import write_json_atomic
 from .self_energy import fit_self_energies
 from .spec import DatasetSpec, load_dataset, read_spec
@@ -105,6 +106,9 @@ def run_summary(spec_path: str, json_path: str | None = None) -> int:
     d = summarize(spec_path)
     print(format_summary(d))
     if json_path:
-        write_json_atomic(json_path, d)
+        try:
+            write_json_atomic(json_path, d)
+        except OSError as exc:
+            raise ConfigError(f"--json {json_path}: cannot write: {exc.strerror or exc}") from None
         print(f"\nwrote {json_path}")
     return 0

@@ -55,17 +55,27 @@ def model_fidelities(config: RunConfig, dataset: MultiFidelityDataset) -> list[s
 
 
 def build_split(config: RunConfig, n: int, out_dir: Path | None) -> Split:
-    """The saved split of a run (resume), a given split file, or a fresh random one."""
+    """The saved split of a run (resume), a given split file, or a fresh random one.
+
+    A split read from a file must fit the dataset (rows in ``range(n)``), else a
+    DataError names the file."""
     saved = out_dir / "split.json" if out_dir is not None else None
+    path = None
     if saved is not None and saved.is_file():
-        return Split.load(saved)
-    if config.split.file:
+        path = saved
+    elif config.split.file:
         path = Path(config.split.file)
         if not path.is_absolute():
             path = Path(config.base_dir) / path
-        return Split.load(path)
-    s = config.split
-    return make_split(n, s.train, s.valid, s.test, seed=s.seed)
+    if path is None:
+        s = config.split
+        return make_split(n, s.train, s.valid, s.test, seed=s.seed)
+    split = Split.load(path)
+    try:
+        split.check(n)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc} (was the split made for another dataset?)") from None
+    return split
 
 
 def fit_model_self_energies(dataset: MultiFidelityDataset, split: Split,
@@ -86,18 +96,40 @@ def setup_run(config: RunConfig, out_dir: Path | None = None) -> RunSetup:
     check_labels(config, dataset)
     split = build_split(config, len(dataset), out_dir)
     if len(split.train) == 0:
-        raise DataError("split: the training split is empty")
+        raise DataError(f"split: the training split is empty ({_sizes(split)})")
     if len(split.valid) == 0:
-        raise DataError("split: the validation split is empty (early stopping needs it)")
+        raise DataError(f"split: the validation split is empty ({_sizes(split)}; "
+                        "early stopping needs it)")
     fidelities = model_fidelities(config, dataset)
     for name in fidelities:
         t = dataset.fidelities.index(name)
         if "energy" in config.labels[name]:
             if not np.isfinite(dataset.energies[split.train, t]).any():
-                raise DataError(f"labels: no training row has a {name!r} energy")
+                raise DataError(f"labels: energy selected for fidelity {name!r}, but none of "
+                                f"the {len(split.train)} training rows has a {name!r} energy "
+                                f"({_field(dataset, name, 'energy')})")
+        if "forces" in config.labels[name]:
+            if not dataset.has_force_rows[split.train, t].any():
+                raise DataError(f"labels: forces selected for fidelity {name!r}, but none of "
+                                f"the {len(split.train)} training rows has {name!r} forces "
+                                f"({_field(dataset, name, 'forces')}; NaN = missing)")
     columns = [dataset.fidelities.index(f) for f in fidelities]
     self_energies = fit_model_self_energies(dataset, split, fidelities, config)
     return RunSetup(config, dataset, split, tuple(fidelities), columns, self_energies)
+
+
+def _sizes(split: Split) -> str:
+    return ", ".join(f"{k} {v}" for k, v in split.sizes().items())
+
+
+def _field(dataset: MultiFidelityDataset, name: str, kind: str) -> str:
+    """Where a fidelity's label comes from (file and field), for messages (best effort)."""
+    spec = getattr(dataset, "spec", None)
+    for f in getattr(spec, "fidelities", ()):
+        if f.name == name:
+            key = f.keys.get(kind)
+            return f"field {key!r} of {f.path}" if key else f"the {kind} field of {f.path}"
+    return f"field {kind}"
 
 
 def build_model(setup: RunSetup) -> MultiFidelityHIPNN:

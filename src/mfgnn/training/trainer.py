@@ -5,10 +5,16 @@ A run folder holds ``config.yaml``, ``split.json``, ``metrics.csv``, ``checkpoin
 (written atomically after every epoch) and, at the end, ``model.pt`` (the best EMA
 weights) and ``test_metrics.json``. Shuffling uses a generator seeded from the run seed
 and the epoch, so a resumed run repeats the uninterrupted one exactly on CPU.
+
+Faults: every file is written atomically, so a run killed at any moment resumes from its
+last completed epoch (``--resume`` also removes temporaries a killed write left behind);
+a failed write (disk full) is a CheckpointError naming the file. A batch with a
+non-finite loss or gradient is skipped; see :class:`TrainingDiverged`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -22,15 +28,22 @@ import yaml
 from torch_geometric.loader import DataLoader
 
 from ..errors import CheckpointError, MfgnnError
-from ..io import atomic_json_dump, atomic_torch_save, atomic_write, save_model
+from ..io import atomic_json_dump, atomic_torch_save, atomic_write, brief, save_model
 from ..loss import MultiFidelityLoss
 from .ema import ExponentialMovingAverage
 from .evaluation import evaluate_model
 from .setup import RunSetup, build_model, select_columns
 
 
+#: Default progress stream: ``sys.stderr`` as it is when a line is written (not when
+#: this module was imported, so redirecting or capturing stderr later works).
+STDERR = "stderr"
+
+
 class TrainingDiverged(MfgnnError):
-    """Too many consecutive non-finite losses; the last good checkpoint is kept."""
+    """``train.max_bad_steps`` consecutive non-finite losses or gradients (each one is
+    skipped with a RuntimeWarning), or a non-finite validation loss; the last good
+    checkpoint is kept."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -46,11 +59,12 @@ class Trainer:
         setup: data, split and self-energies (see :func:`~mfgnn.training.setup.setup_run`).
         out_dir: the run folder.
         resume: continue from ``out_dir/checkpoint.pt`` when it exists.
-        log: where progress lines go (``None`` silences them).
+        log: where progress lines go (default: the current ``sys.stderr``; ``None``
+            silences them).
     """
 
     def __init__(self, setup: RunSetup, out_dir: str | Path, resume: bool = False,
-                 log=sys.stderr):
+                 log=STDERR):
         self.setup = setup
         self.config = setup.config
         self.out_dir = Path(out_dir)
@@ -73,6 +87,8 @@ class Trainer:
         self._cache: dict[tuple, list] = {}
         self.history: list[dict] = []
         self.checkpoint_path = self.out_dir / "checkpoint.pt"
+        if resume:
+            self._remove_stale_temporaries()
         if resume and self.checkpoint_path.is_file():
             self._load_checkpoint()
         elif self.checkpoint_path.is_file():
@@ -119,27 +135,47 @@ class Trainer:
             loss = terms.total
             if not torch.isfinite(loss):
                 bad += 1
-                self.consecutive_bad += 1
-                warnings.warn(f"epoch {self.epoch + 1}: non-finite loss, step skipped "
-                              f"({self.consecutive_bad} in a row)")
-                if self.consecutive_bad >= tc.max_bad_steps:
-                    raise TrainingDiverged(
-                        f"{tc.max_bad_steps} consecutive non-finite losses at epoch "
-                        f"{self.epoch + 1}; the last good checkpoint {self.checkpoint_path} "
-                        "is intact (lower the learning rate or check the data)")
-                self.optimizer.zero_grad(set_to_none=True)
+                self._bad_step("non-finite loss")
                 continue
-            self.consecutive_bad = 0
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+            # the norm is needed anyway to catch non-finite gradients of a finite loss;
+            # max_norm=inf leaves the gradients unchanged when clipping is off
+            norm = torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
+            if not torch.isfinite(norm):
+                bad += 1
+                self._bad_step("non-finite gradient")
+                continue
+            self.consecutive_bad = 0
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(self.model)
             sums += float(loss.detach())
             n_batches += 1
         return {"train_loss": sums / max(n_batches, 1), "skipped_steps": bad}
+
+    def _bad_step(self, what: str) -> None:
+        """Skip the optimiser step of a batch with a non-finite loss or gradient; give up
+        after ``train.max_bad_steps`` in a row (counted across epochs)."""
+        tc = self.config.train
+        self.optimizer.zero_grad(set_to_none=True)
+        self.consecutive_bad += 1
+        warnings.warn(f"epoch {self.epoch + 1}: {what}, step skipped "
+                      f"({self.consecutive_bad} in a row; train.max_bad_steps = "
+                      f"{tc.max_bad_steps})", RuntimeWarning, stacklevel=3)
+        if self.consecutive_bad >= tc.max_bad_steps:
+            raise TrainingDiverged(
+                f"{tc.max_bad_steps} consecutive non-finite losses or gradients at epoch "
+                f"{self.epoch + 1}; {self._kept_checkpoint()} (lower the learning rate or "
+                "check the data)")
+
+    def _kept_checkpoint(self) -> str:
+        """What is left on disk to resume from, for error messages."""
+        if self.checkpoint_path.is_file():
+            return (f"the last good checkpoint {self.checkpoint_path} (epoch {self.epoch}) is "
+                    "intact")
+        return f"no checkpoint was written yet in {self.out_dir}"
 
     def evaluate(self, indices) -> tuple[float, dict]:
         """Loss and per-fidelity metrics of the (EMA) model on ``indices``."""
@@ -154,7 +190,11 @@ class Trainer:
         """Train until ``max_epochs``, early stopping or ``max_time``; returns the test
         metrics of the best model (also written to ``test_metrics.json``)."""
         tc = self.config.train
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"cannot create the run folder {self.out_dir}: "
+                                  f"{exc.strerror or exc}") from None
         self._write_run_files()
         start = time.monotonic()
         first_epoch = self.epoch
@@ -162,6 +202,10 @@ class Trainer:
             t0 = time.monotonic()
             train = self._train_epoch()
             valid_loss, valid_metrics = self.evaluate(self.setup.split.valid)
+            if not math.isfinite(valid_loss):
+                raise TrainingDiverged(
+                    f"the validation loss is {valid_loss} after epoch {self.epoch + 1}; "
+                    f"{self._kept_checkpoint()} (lower the learning rate or check the data)")
             self.epoch += 1
             self.scheduler.step(valid_loss)
             improved = valid_loss < self.best_valid
@@ -186,14 +230,17 @@ class Trainer:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         self.ema = None  # best_state already holds the averaged weights
-        save_model(self.out_dir / "model.pt", self.model.cpu(), self.config.labels,
-                   {"best_valid_loss": self.best_valid, "epochs": self.epoch,
-                    "provenance": list(getattr(self.setup.dataset, "provenance", []))})
+        model_path = self.out_dir / "model.pt"
+        with _write_errors(model_path):
+            save_model(model_path, self.model.cpu(), self.config.labels,
+                       {"best_valid_loss": self.best_valid, "epochs": self.epoch,
+                        "provenance": list(getattr(self.setup.dataset, "provenance", []))})
         self.model.to(self.device)
         result: dict = {}
         if len(self.setup.split.test):
             _, result = self.evaluate(self.setup.split.test)
-        atomic_json_dump(result, self.out_dir / "test_metrics.json")
+        with _write_errors(self.out_dir / "test_metrics.json"):
+            atomic_json_dump(result, self.out_dir / "test_metrics.json")
         return result
 
     # ------------------------------------------------------------------ files
@@ -224,16 +271,19 @@ class Trainer:
         writer.writeheader()
         writer.writerows(self.history)
         text = buffer.getvalue()
-        atomic_write(path, lambda handle: handle.write(text.encode()))
+        with _write_errors(path):
+            atomic_write(path, lambda handle: handle.write(text.encode()))
 
     def _write_run_files(self) -> None:
         config_path = self.out_dir / "config.yaml"
         if not config_path.exists():
             text = yaml.safe_dump(self.config.to_dict(), sort_keys=False)
-            atomic_write(config_path, lambda h: h.write(text.encode()))
+            with _write_errors(config_path):
+                atomic_write(config_path, lambda h: h.write(text.encode()))
         split_path = self.out_dir / "split.json"
         if not split_path.exists():
-            self.setup.split.save(split_path)
+            with _write_errors(split_path):
+                self.setup.split.save(split_path)
 
     def _save_checkpoint(self) -> None:
         state = {
@@ -242,13 +292,17 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "best_valid": self.best_valid, "best_state": self.best_state,
             "bad_epochs": self.bad_epochs, "history": self.history,
+            "consecutive_bad": self.consecutive_bad,
         }
+        existed = self.checkpoint_path.is_file()
         try:
             atomic_torch_save(state, self.checkpoint_path)
         except OSError as exc:
+            kept = ("the previous checkpoint is intact" if existed
+                    else "no checkpoint was written yet")
             raise CheckpointError(
-                f"could not write checkpoint {self.checkpoint_path}: "
-                f"{exc.strerror or exc}; the previous checkpoint is intact") from exc
+                f"could not write checkpoint {self.checkpoint_path} after epoch {self.epoch}: "
+                f"{exc.strerror or exc}; {kept}") from exc
 
     def _load_checkpoint(self) -> None:
         try:
@@ -257,21 +311,36 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-        except Exception as exc:
-            raise CheckpointError(f"{self.checkpoint_path}: cannot resume ({exc})") from None
-        if self.ema is not None and state["ema"] is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.epoch = state["epoch"]
-        self.best_valid = state["best_valid"]
-        self.best_state = state["best_state"]
-        self.bad_epochs = state["bad_epochs"]
-        self.history = state["history"]
+            if self.ema is not None and state["ema"] is not None:
+                self.ema.load_state_dict(state["ema"])
+            epoch, best_valid = int(state["epoch"]), float(state["best_valid"])
+            best_state, bad_epochs = state["best_state"], int(state["bad_epochs"])
+            history = list(state["history"])
+            consecutive_bad = int(state.get("consecutive_bad", 0))
+        except Exception as exc:  # truncated, corrupt, or from another model/config
+            raise CheckpointError(
+                f"{self.checkpoint_path}: cannot resume ({brief(exc)}); "
+                "the checkpoint is corrupt or belongs to another configuration") from None
+        self.epoch, self.best_valid, self.best_state = epoch, best_valid, best_state
+        self.bad_epochs, self.history, self.consecutive_bad = bad_epochs, history, consecutive_bad
         self._say(f"resumed {self.out_dir} after epoch {self.epoch}")
+
+    def _remove_stale_temporaries(self) -> None:
+        """Delete temporary files an interrupted atomic write left behind (a run killed
+        while writing its checkpoint or metrics); the files they were meant to replace are
+        intact."""
+        for path in self.out_dir.glob(".*.tmp"):
+            name = path.name[1:]
+            if any(name.startswith(f"{target}.") for target in _RUN_FILES):
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
 
     # ------------------------------------------------------------------ output
     def _say(self, text: str) -> None:
         if self.log is not None:
-            print(text, file=self.log, flush=True)
+            print(text, file=sys.stderr if self.log is STDERR else self.log, flush=True)
 
     def _progress(self, row: dict, start: float, first_epoch: int) -> None:
         tc = self.config.train
@@ -294,6 +363,22 @@ class Trainer:
         parts.append(f"lr {row['lr']:.1e}")
         parts.append(f"[{_clock(elapsed)}<{_clock(remaining)}]")
         self._say("  ".join(parts))
+
+
+#: Files of a run folder written through atomic writes.
+_RUN_FILES = ("checkpoint.pt", "metrics.csv", "model.pt", "test_metrics.json", "config.yaml",
+              "split.json")
+
+
+@contextlib.contextmanager
+def _write_errors(path: Path):
+    """Turn an OS error (disk full, permissions) while writing a run file into a
+    CheckpointError naming the file; the atomic write left its previous version intact."""
+    try:
+        yield
+    except OSError as exc:
+        raise CheckpointError(f"could not write {path}: {exc.strerror or exc}; its previous "
+                              "version (if any) is intact") from exc
 
 
 def _clock(seconds: float) -> str:
