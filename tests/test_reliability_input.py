@@ -563,3 +563,25 @@ def test_cli_subprocess_exit_code_and_no_traceback(tmp_path):
     assert done.stderr.startswith("mfgnn: error: ") and "Traceback" not in done.stderr
     assert "unknown key 'max_epoch'" in done.stderr and "did you mean 'max_epochs'?" in done.stderr
     assert issubclass(ConfigError, MfgnnError)
+
+
+def test_model_refuses_non_finite_and_coincident_positions():
+    import torch
+    from torch_geometric.data import Data
+
+    from mfgnn.errors import ModelError
+    from mfgnn.nn import HIPNNConfig, MultiFidelityHIPNN
+
+    model = MultiFidelityHIPNN(HIPNNConfig(n_features=8, n_interactions=1, n_atom_layers=1),
+                               ["lo"], [1, 8])
+    z = torch.tensor([8, 1, 1])
+    pos = torch.tensor([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
+    bad = pos.clone()
+    bad[2, 1] = float("nan")
+    with pytest.raises(ModelError, match="non-finite coordinates of atom 2"):
+        model(Data(z=z, pos=bad), forces=True)
+    same = pos.clone()
+    same[2] = same[1]
+    with pytest.raises(ModelError, match="atoms [12] and [12] are at the same position"):
+        model(Data(z=z, pos=same), forces=True)
+    assert torch.isfinite(model(Data(z=z, pos=pos), forces=True)["forces"]).all()

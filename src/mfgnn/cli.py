@@ -106,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mfgnn: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file that cannot be read or written, outside the checks
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"mfgnn: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("mfgnn: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130

@@ -160,7 +160,7 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: model file not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt or truncated file: torch raises many kinds
         raise CheckpointError(f"{path}: not a readable model file ({brief(exc)}); truncated "
                               "or corrupt?") from None

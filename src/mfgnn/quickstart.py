@@ -54,8 +54,9 @@ def raw_force_gap(spec, indices, low: str, high: str) -> float:
 
 
 def run_demo(out_dir: str | Path = "runs/demo", max_epochs: int | None = None,
-             max_time: float | None = None, resume: bool = False, log=sys.stderr) -> int:
+             max_time: float | None = None, resume: bool = False, log=None) -> int:
     """Train both demo models into ``out_dir`` and print the comparison."""
+    log = sys.stderr if log is None else log
     out_dir = Path(out_dir)
     spec = str(demo_spec_path())
     train_cfg = dict(DEMO_TRAIN)

@@ -143,8 +143,9 @@ def _self_energy_shift(dataset, rows, low: str, high: str) -> np.ndarray:
     return dataset.element_counts_of(rows) @ delta
 
 
-def run_experiment(args, log=sys.stderr) -> int:
+def run_experiment(args, log=None) -> int:
     """Run the whole matrix described by the parsed ``mfgnn experiment`` arguments."""
+    log = sys.stderr if log is None else log
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(args.data)

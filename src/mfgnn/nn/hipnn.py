@@ -223,6 +223,10 @@ class MultiFidelityHIPNN(nn.Module):
         grad_enabled = torch.is_grad_enabled()
         species = self.species_index(data.z)
         pos = data.pos.to(self.species_table.device, self.dtype)
+        finite = torch.isfinite(pos).all(dim=-1)
+        if not bool(finite.all()):
+            bad = int((~finite).nonzero()[0, 0])
+            raise ModelError(f"non-finite coordinates of atom {bad}: {pos[bad].tolist()}")
         if wanted and not pos.requires_grad:
             pos = pos.detach().requires_grad_(True)
         batch = getattr(data, "batch", None)

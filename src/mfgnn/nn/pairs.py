@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mfgnn.errors import ModelError
+
 #: Row widths tried by :func:`choose_width` (besides the largest degree).
 _WIDTHS = (16, 32, 64, 128)
 
@@ -175,7 +177,14 @@ def build_pair_geometry(
     device = pos.device
     with torch.no_grad():
         j, i = edge_index[0].to(device, torch.long), edge_index[1].to(device, torch.long)
-        keep = ((pos[j] - pos[i]).norm(dim=-1) < cutoff) & (i != j)
+        dist = (pos[j] - pos[i]).norm(dim=-1)
+        distinct = i != j
+        same = (dist < 1.0e-6) & distinct
+        if bool(same.any()):
+            k = int(same.nonzero()[0, 0])
+            raise ModelError(f"atoms {int(i[k])} and {int(j[k])} are at the same position "
+                             f"({pos[int(i[k])].tolist()} Å); forces would be infinite")
+        keep = (dist < cutoff) & distinct
         if not bool(keep.all()):
             j, i = j[keep], i[keep]
         order = torch.argsort(i * n + j)

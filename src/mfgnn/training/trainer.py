@@ -307,7 +307,7 @@ class Trainer:
     def _load_checkpoint(self) -> None:
         try:
             state = torch.load(self.checkpoint_path, map_location=self.device,
-                               weights_only=False)
+                               weights_only=True)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
