@@ -23,3 +23,37 @@ def shared_data() -> Path:
             pytest.fail(f"shared data folder not found: {SHARED_DATA}")
         pytest.skip(f"shared data folder not found: {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture()
+def float64_single_thread():
+    """float64 checks with one intra-op thread (tiny tensors; no OpenMP spinning on busy
+    cores); restores both afterwards."""
+    import torch
+
+    old_dtype, old_threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(1)
+    yield
+    torch.set_default_dtype(old_dtype)
+    torch.set_num_threads(old_threads)
+
+
+@pytest.fixture(scope="module")
+def molecules(shared_data):
+    """Two CH2O geometries (4 atoms) and two aspirin geometries (21 atoms), float64, as
+    (atomic numbers, positions in Å) pairs."""
+    import numpy as np
+    import torch
+
+    ch2o = np.load(shared_data / "mp2_ccsdt" / "ch2o_mp2_avtz_3601.npz")
+    asp = np.load(shared_data / "rmd17" / "rmd17_aspirin_train_01.npz")
+    out = []
+    for k in (0, 1800):
+        keep = ch2o["Z"][k] > 0
+        out.append((torch.as_tensor(ch2o["Z"][k][keep]).long(),
+                    torch.as_tensor(ch2o["R"][k][keep])))
+    for k in (0, 500):
+        out.append((torch.as_tensor(asp["nuclear_charges"].astype(np.int64)),
+                    torch.as_tensor(asp["coords"][k])))
+    return out

@@ -22,15 +22,7 @@ from mfgnn.nn import (
 
 
 
-@pytest.fixture(autouse=True)
-def _float64_single_thread():
-    """float64 checks; one intra-op thread (tiny tensors, and no OpenMP spinning on busy cores)."""
-    old_dtype, old_threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
-    yield
-    torch.set_default_dtype(old_dtype)
-    torch.set_num_threads(old_threads)
+pytestmark = pytest.mark.usefixtures("float64_single_thread")
 
 
 def _cluster(n: int, seed: int, box: float = 6.0) -> torch.Tensor:

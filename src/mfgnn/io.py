@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import __version__
+from .data.fileio import write_atomic
 from .errors import CheckpointError, MfgnnError
 from .nn import MultiFidelityHIPNN
 
@@ -38,42 +37,8 @@ UNITS = {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom"}
 
 
 def atomic_write(path: str | Path, write) -> None:
-    """Write a file all or nothing: ``write(fileobj)`` into a temporary file in the same
-    folder, flush and fsync it, then rename it over ``path``.
-
-    If anything fails (disk full, a crash), ``path`` keeps its previous content and the
-    temporary file is removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (POSIX: fsync the folder); best effort elsewhere."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Write a file all or nothing (see :func:`mfgnn.data.fileio.write_atomic`)."""
+    write_atomic(path, write)
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch_geometric.loader import DataLoader
 
-from .config import RunConfig, config_from_dict, load_config
+from .config import RunConfig, load_config
 from .errors import ConfigError, ModelError
 from .io import atomic_json_dump, load_model
 from .training.evaluation import evaluate_model

@@ -26,7 +26,6 @@ from .errors import MfgnnError
 try:  # ASE >= 3.29
     from ase.md.velocitydistribution import thermalize_momenta as _thermalize
 except ImportError:  # pragma: no cover - older ASE
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
     def _thermalize(atoms, temperature_K, rng=None):
         _thermalize(atoms, temperature_K, rng=rng)

@@ -27,8 +27,9 @@ _FILE_MODE = 0o666 & ~_umask()
 
 
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(fh)`` on a temporary binary file beside ``path``, fsync it and rename
-    it onto ``path``. The temporary file is removed if ``write`` fails."""
+    """Call ``write(fh)`` on a temporary binary file beside ``path``, fsync it, rename it
+    onto ``path`` and fsync the folder. If anything fails (disk full, a crash), ``path``
+    keeps its previous content and the temporary file is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -45,7 +46,22 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
         except FileNotFoundError:
             pass
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (POSIX: fsync the folder); best effort elsewhere."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
