@@ -3,7 +3,6 @@ they never rot; the committed copies keep the outputs of their recorded run."""
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import nbformat

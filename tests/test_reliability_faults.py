@@ -22,7 +22,7 @@ import yaml
 from torch_geometric.data import Data
 
 import mfgnn
-from mfgnn import io as mfgnn_io
+from mfgnn.data import fileio
 from mfgnn.cli import main
 from mfgnn.config import LossConfig, config_from_dict
 from mfgnn.errors import CheckpointError, MfgnnError
@@ -205,8 +205,8 @@ def test_atomic_write_order_is_write_fsync_rename_fsync_folder(tmp_path, monkeyp
         calls.append(("replace", Path(b).name))
         real_replace(a, b)
 
-    monkeypatch.setattr(mfgnn_io.os, "fsync", fsync)
-    monkeypatch.setattr(mfgnn_io.os, "replace", replace)
+    monkeypatch.setattr(fileio.os, "fsync", fsync)
+    monkeypatch.setattr(fileio.os, "replace", replace)
     atomic_torch_save({"epoch": 1}, tmp_path / "checkpoint.pt")
     if not Path("/proc/self/fd").is_dir():
         calls = [(c[0], "?") if c[0] == "fsync" else c for c in calls]
