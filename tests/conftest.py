@@ -57,3 +57,14 @@ def molecules(shared_data):
         out.append((torch.as_tensor(asp["nuclear_charges"].astype(np.int64)),
                     torch.as_tensor(asp["coords"][k])))
     return out
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread, restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
