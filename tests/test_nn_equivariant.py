@@ -12,6 +12,8 @@ from torch_geometric.data import Batch, Data
 from mfgnn.config import config_from_dict
 from mfgnn.errors import ConfigError
 from mfgnn.io import load_model, save_model
+from _symmetry import assert_invariant_and_equivariant, batch_of, random_orthogonal
+
 from mfgnn.nn import EquivariantConfig, HIPNNConfig, MultiFidelityHIPNN
 
 ELEMENTS = (1, 6, 8)
@@ -22,8 +24,6 @@ HEADS = ("independent", "delta", "tethered")
 pytestmark = pytest.mark.usefixtures("float64_single_thread")
 
 
-def _batch(mols) -> Batch:
-    return Batch.from_data_list([Data(z=z.long(), pos=p.clone()) for z, p in mols])
 
 
 _CACHE: dict[tuple, MultiFidelityHIPNN] = {}
@@ -56,11 +56,6 @@ def _build(heads, position, layers, self_energies):
     return model.double()
 
 
-def _orthogonal(seed: int, reflect: bool) -> torch.Tensor:
-    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed)))
-    if (torch.det(q) < 0) != reflect:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 def test_block_sits_in_the_trunk_and_hierarchy(molecules):
@@ -77,22 +72,8 @@ def test_block_sits_in_the_trunk_and_hierarchy(molecules):
 @pytest.mark.parametrize("reflect", [False, True])
 def test_energy_invariant_and_forces_equivariant(molecules, position, reflect):
     model = _model(position=position, layers=2)
-    ref = model(_batch(molecules), forces=True)
-    moved, transforms = [], []
-    for k, (z, p) in enumerate(molecules):
-        q = _orthogonal(k + 7, reflect)
-        perm = torch.randperm(len(z), generator=torch.Generator().manual_seed(k))
-        moved.append((z[perm], (p @ q.t() + torch.tensor([1.5, -20.0, 3.0]))[perm]))
-        transforms.append((perm, q))
-    out = model(_batch(moved), forces=True)
-    assert torch.allclose(out["energy"], ref["energy"], rtol=1e-12, atol=1e-9)
-    start = 0
-    for (z, _), (perm, q) in zip(molecules, transforms):
-        n = len(z)
-        expect = ref["forces"][start:start + n][perm] @ q.t()
-        assert torch.allclose(out["forces"][start:start + n], expect, atol=1e-10)
-        start += n
-    assert ref["forces"].abs().max() > 1e-2
+    assert_invariant_and_equivariant(model, molecules, seed=7, reflect=reflect,
+                                     min_force=1e-2)
 
 
 @pytest.mark.parametrize("lmax", [1, 3])
@@ -105,7 +86,7 @@ def test_other_lmax_and_block_alone_are_invariant(molecules, lmax):
     assert model.n_blocks == 1 and model.trunk() == [model.equivariant]
     assert str(model.equivariant.irreps_hidden) == ("3x0e+3x1o" if lmax == 1 else "3x0e+3x1o+3x2e+3x3o")
     z, p = molecules[3]
-    q = _orthogonal(11, reflect=True)
+    q = random_orthogonal(11, reflect=True)
     ref = model(Data(z=z, pos=p), forces=True)
     out = model(Data(z=z, pos=p @ q.t() - 4.0), forces=True)
     assert torch.allclose(out["energy"], ref["energy"], rtol=1e-12, atol=1e-9)
@@ -121,7 +102,7 @@ def test_hidden_features_transform_as_their_irreps(molecules, reflect):
     seen = []
     handle = block.layers[0].register_forward_hook(lambda mod, args, out: seen.append(out))
     z, p = molecules[2]
-    q = _orthogonal(3, reflect)
+    q = random_orthogonal(3, reflect)
     model(Data(z=z, pos=p))
     model(Data(z=z, pos=p @ q.t()))
     handle.remove()
@@ -157,7 +138,7 @@ def test_invariant_output_uses_the_angular_channels(molecules):
 @pytest.mark.parametrize("heads", HEADS)
 def test_forces_are_minus_energy_gradient_by_central_differences(molecules, heads):
     model = _model(heads, layers=2, self_energies=False)
-    data = _batch([molecules[0], molecules[2]])
+    data = batch_of([molecules[0], molecules[2]])
     forces = model(data, forces=True)["forces"]
     h = 1e-5
     for a in (0, 2, 4, 11, 24):  # C and O of CH2O, C, O, H of aspirin
@@ -177,7 +158,7 @@ def test_forces_are_minus_energy_gradient_by_central_differences(molecules, head
 def test_every_fidelity_loss_reaches_every_block_parameter(molecules, heads, position):
     model = _model(heads, position=position)
     params = dict(model.equivariant.named_parameters())
-    data = _batch(molecules[1:3])
+    data = batch_of(molecules[1:3])
     for t in range(len(FIDELITIES)):
         model.zero_grad(set_to_none=True)
         out = model(data)
@@ -190,7 +171,7 @@ def test_every_fidelity_loss_reaches_every_block_parameter(molecules, heads, pos
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_force_training_double_backward_gives_finite_block_gradients(molecules, dtype):
     model = copy.deepcopy(_model("delta", layers=2)).to(dtype)
-    data = _batch(molecules)
+    data = batch_of(molecules)
     data.pos = data.pos.to(dtype)
     out = model(data, forces=True, training=True)
     assert out["forces"].dtype == dtype and out["forces"].requires_grad
@@ -205,7 +186,7 @@ def test_force_training_double_backward_gives_finite_block_gradients(molecules, 
 @pytest.mark.parametrize("heads", HEADS)
 def test_hierarchical_terms_sum_to_energy(molecules, heads):
     model = _model(heads)
-    data = _batch(molecules)
+    data = batch_of(molecules)
     out = model(data)
     hier = out["hierarchical"]
     assert hier.shape == (4, data.num_nodes, 3)  # one-hot, 2 interaction blocks, equivariant block
@@ -219,10 +200,10 @@ def test_hierarchical_terms_sum_to_energy(molecules, heads):
 
 def test_float32_matches_float64(molecules):
     model = _model("tethered", layers=2)
-    data = _batch(molecules)
+    data = batch_of(molecules)
     e64 = model(data, forces=True)
     m32 = copy.deepcopy(model).float()
-    data32 = _batch(molecules)
+    data32 = batch_of(molecules)
     data32.pos = data32.pos.float()
     e32 = m32(data32, forces=True)
     assert e32["energy"].dtype == torch.float64 and e32["forces"].dtype == torch.float32
@@ -248,7 +229,7 @@ def test_save_load_round_trip_predicts_identically(molecules, tmp_path, position
     save_model(tmp_path / "model.pt", model, {f: ["energy"] for f in FIDELITIES})
     loaded = load_model(tmp_path, dtype=torch.float64)
     assert loaded.config == model.config and isinstance(loaded.config.equivariant, EquivariantConfig)
-    data = _batch(molecules)
+    data = batch_of(molecules)
     a, b = model(data, forces=True), loaded(data, forces=True)
     assert torch.equal(a["energy"], b["energy"]) and torch.equal(a["forces"], b["forces"])
     assert torch.equal(a["hierarchical"], b["hierarchical"])

@@ -11,6 +11,8 @@ from torch_geometric.data import Batch, Data
 
 from mfgnn.data.graph import radius_graph
 from mfgnn.errors import ModelError
+from _symmetry import assert_invariant_and_equivariant, batch_of
+
 from mfgnn.nn import HIPNNConfig, MultiFidelityHIPNN
 
 ELEMENTS = (1, 6, 7, 8)
@@ -21,8 +23,6 @@ HEADS = ("independent", "delta", "tethered")
 pytestmark = pytest.mark.usefixtures("float64_single_thread")
 
 
-def _batch(mols) -> Batch:
-    return Batch.from_data_list([Data(z=z.long(), pos=p.clone()) for z, p in mols])
 
 
 def _model(tensor_order=0, heads="independent", seed=0, fidelities=FIDELITIES, self_energies=True, **kw):
@@ -43,18 +43,13 @@ def _model(tensor_order=0, heads="independent", seed=0, fidelities=FIDELITIES, s
     return model.double()
 
 
-def _random_orthogonal(seed: int, reflect: bool) -> torch.Tensor:
-    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed)))
-    if (torch.det(q) < 0) != reflect:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 @pytest.mark.parametrize("heads", HEADS)
 @pytest.mark.parametrize("tensor_order", [0, 1, 2])
 def test_forces_are_minus_energy_gradient_by_central_differences(molecules, tensor_order, heads):
     model = _model(tensor_order, heads, self_energies=False)
-    data = _batch([molecules[0], molecules[2]])
+    data = batch_of([molecules[0], molecules[2]])
     forces = model(data, forces=True)["forces"]
     h = 1e-5
     atoms = [0, 1, 2, 3, 4, 11, 17, 24]  # all of CH2O, a few of aspirin
@@ -74,30 +69,14 @@ def test_forces_are_minus_energy_gradient_by_central_differences(molecules, tens
 @pytest.mark.parametrize("reflect", [False, True])
 def test_energy_invariant_and_forces_equivariant(molecules, tensor_order, reflect):
     model = _model(tensor_order, "independent")
-    data = _batch(molecules)
-    ref = model(data, forces=True)
-    moved = []
-    perms = []
-    for k, (z, p) in enumerate(molecules):
-        q = _random_orthogonal(k + 10 * tensor_order, reflect)
-        perm = torch.randperm(len(z), generator=torch.Generator().manual_seed(k))
-        moved.append((z[perm], (p @ q.t() + torch.tensor([1.5, -20.0, 3.0]))[perm]))
-        perms.append((perm, q))
-    out = model(_batch(moved), forces=True)
-    assert torch.allclose(out["energy"], ref["energy"], rtol=1e-12, atol=1e-9)
-    start = 0
-    for (z, _), (perm, q) in zip(molecules, perms):
-        n = len(z)
-        expect = ref["forces"][start:start + n][perm] @ q.t()
-        assert torch.allclose(out["forces"][start:start + n], expect, atol=1e-10)
-        start += n
-    assert ref["forces"].abs().max() > 1e-3
+    assert_invariant_and_equivariant(model, molecules, seed=10 * tensor_order, reflect=reflect,
+                                     min_force=1e-3)
 
 
 @pytest.mark.parametrize("heads", HEADS)
 def test_hierarchical_terms_sum_to_energy(molecules, heads):
     model = _model(2, heads)
-    data = _batch(molecules)
+    data = batch_of(molecules)
     out = model(data)
     hier = out["hierarchical"]
     assert hier.shape == (3, data.num_nodes, 3)
@@ -119,7 +98,7 @@ def test_delta_heads_with_zero_corrections_reproduce_the_lower_fidelity(molecule
         for lin in model.heads.linears:
             lin.weight[2:].zero_()
             lin.bias[2:].zero_()
-    data = _batch(molecules)
+    data = batch_of(molecules)
     out = model(data, forces=True)
     idx = torch.tensor([ELEMENTS.index(int(z)) for z in data.z])
     shift = torch.zeros(4).index_add(0, data.batch, (model.self_energies[2] - model.self_energies[1])[idx])
@@ -147,7 +126,7 @@ def test_tethered_penalty_zero_for_equal_heads_and_independent_penalty_zero():
 
 def test_forces_for_a_subset_match_one_by_one_and_others_are_nan(molecules):
     model = _model(2, "independent")
-    data = _batch(molecules)
+    data = batch_of(molecules)
     both = model(data, forces=["cc", "dft"])["forces"]
     assert both.shape == (data.num_nodes, 3, 3)
     assert torch.isnan(both[:, 1]).all() and not torch.isnan(both[:, [0, 2]]).any()
@@ -163,7 +142,7 @@ def test_forces_for_a_subset_match_one_by_one_and_others_are_nan(molecules):
 @pytest.mark.parametrize("tensor_order", [0, 2])
 def test_training_forces_support_double_backward(molecules, tensor_order):
     model = _model(tensor_order, "delta")
-    out = model(_batch(molecules), forces=["dft"], training=True)
+    out = model(batch_of(molecules), forces=["dft"], training=True)
     loss = out["forces"][:, 0].square().mean() + out["energy"][:, 2].square().mean()
     loss.backward()
     for block in model.blocks:
@@ -173,11 +152,11 @@ def test_training_forces_support_double_backward(molecules, tensor_order):
         if tensor_order:
             assert inter.tensor.contraction.grad.abs().sum() > 0
     # evaluation mode outputs carry no graph
-    ev = model(_batch(molecules), forces=True)
+    ev = model(batch_of(molecules), forces=True)
     assert not ev["forces"].requires_grad and not ev["energy"].requires_grad
-    assert model(_batch(molecules))["energy"].requires_grad  # energy-only training keeps the graph
+    assert model(batch_of(molecules))["energy"].requires_grad  # energy-only training keeps the graph
     with torch.no_grad():
-        assert torch.isfinite(model(_batch(molecules), forces=True)["forces"]).all()
+        assert torch.isfinite(model(batch_of(molecules), forces=True)["forces"]).all()
 
 
 def test_isolated_atom_and_batch_independence(molecules):
@@ -220,7 +199,7 @@ def test_large_structure_matches_finite_differences_and_is_translation_free():
 
 def test_given_edge_index_with_larger_cutoff_gives_same_result(molecules):
     model = _model(1, "independent")
-    data = _batch(molecules)
+    data = batch_of(molecules)
     wide = data.clone()
     wide.edge_index = radius_graph(wide.pos, 9.0, wide.batch)
     a, b = model(data, forces=True), model(wide, forces=True)
@@ -233,7 +212,7 @@ def test_unknown_element_and_fidelity_raise_model_error(molecules):
     with pytest.raises(ModelError, match=r"9, 17.*1, 6, 7, 8"):
         model(bad)
     with pytest.raises(ModelError, match=r"'ccsd\(t\)'.*dft, mp2, cc"):
-        model(_batch(molecules[:1]), forces=["dft", "ccsd(t)"])
+        model(batch_of(molecules[:1]), forces=["dft", "ccsd(t)"])
     with pytest.raises(ModelError, match="shape"):
         MultiFidelityHIPNN(HIPNNConfig(n_features=4), FIDELITIES, ELEMENTS, torch.zeros(2, 4))
 
@@ -243,7 +222,7 @@ def test_hparams_round_trip_reproduces_outputs(molecules):
     rebuilt = MultiFidelityHIPNN.from_hparams(json.loads(json.dumps(model.hparams())))
     rebuilt.load_state_dict(model.state_dict())
     rebuilt = rebuilt.double()
-    data = _batch(molecules)
+    data = batch_of(molecules)
     a, b = model(data, forces=True), rebuilt(data, forces=True)
     assert torch.equal(a["energy"], b["energy"]) and torch.equal(a["forces"], b["forces"])
     assert rebuilt.fidelities == FIDELITIES and rebuilt.elements == ELEMENTS and rebuilt.config == model.config
@@ -254,11 +233,11 @@ def test_float32_and_float64_keep_float64_self_energies(molecules):
     with torch.no_grad():
         model.self_energies.mul_(100.0)  # ~1e5 eV per atom: float32 would lose ~1e-2 eV
     se = model.self_energies.clone()
-    data = _batch(molecules)
+    data = batch_of(molecules)
     e64 = model(data, forces=True)
     m32 = copy.deepcopy(model).float()
     assert m32.self_energies.dtype == torch.float64 and torch.equal(m32.self_energies, se)
-    data32 = _batch(molecules)
+    data32 = batch_of(molecules)
     data32.pos = data32.pos.float()
     e32 = m32(data32, forces=True)
     assert e32["energy"].dtype == torch.float64 and e32["forces"].dtype == torch.float32
