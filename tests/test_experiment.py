@@ -44,6 +44,14 @@ def test_labels_and_modes_of_a_planned_experiment():
         plan_experiments("lo", "hi", True, heads=("deltas",))
 
 
+def test_only_keeps_the_named_experiments_and_rejects_unknown_names():
+    kept = plan_experiments("lo", "hi", True, heads=("delta", "tethered"),
+                            only=("MF-lo/EF-hi/E[delta]", "SF-hi/E"))
+    assert [e.name for e in kept] == ["SF-hi/E", "MF-lo/EF-hi/E[delta]"]
+    with pytest.raises(ConfigError, match=r"'SF-hi/EF' not in the matrix.*it has: SF-hi/E,"):
+        plan_experiments("lo", "hi", False, heads=("delta",), only=("SF-hi/EF",))
+
+
 def test_pairwise_difference_rmse_matches_brute_force():
     rng = np.random.default_rng(0)
     errors = rng.normal(size=40)

@@ -18,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-time", type=float, help="seconds of training per run")
     p.add_argument("--heads", default="independent,delta,tethered",
                    help="head modes of the MF experiments, comma separated")
+    p.add_argument("--experiments",
+                   help="run only these experiments of the matrix, comma separated, e.g. "
+                        "'SF-f12/E,MF-mp2/EF-f12/E[delta]'")
     p.add_argument("--out", required=True, help="output folder (re-running resumes)")
 
 

@@ -154,8 +154,10 @@ def run_experiment(args, log=None) -> int:
             raise ConfigError(f"{role} {name!r} is not a fidelity of {args.data} "
                               f"(it has: {', '.join(dataset.fidelities)})")
     heads = tuple(h.strip() for h in args.heads.split(",") if h.strip())
+    chosen = getattr(args, "experiments", None)
+    only = tuple(n.strip() for n in chosen.split(",") if n.strip()) if chosen else None
     plan = plan_experiments(args.low, args.high, dataset.has_forces[args.high],
-                            dataset.has_forces[args.low], heads)
+                            dataset.has_forces[args.low], heads, only)
     split_path = out / "split.json"
     if split_path.is_file():
         split = Split.load(split_path)

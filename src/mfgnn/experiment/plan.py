@@ -31,12 +31,14 @@ class Experiment:
 
 def plan_experiments(low: str, high: str, high_has_forces: bool,
                      low_has_forces: bool = True,
-                     heads: tuple[str, ...] = ("independent", "delta", "tethered")
-                     ) -> list[Experiment]:
+                     heads: tuple[str, ...] = ("independent", "delta", "tethered"),
+                     only: tuple[str, ...] | None = None) -> list[Experiment]:
     """The experiment matrix for one low and one high fidelity.
 
     Experiments that need labels the data does not have are left out (no high-level
-    forces: no ``.../<high>/EF``; no low-level forces: no ``<low>/EF``).
+    forces: no ``.../<high>/EF``; no low-level forces: no ``<low>/EF``). ``only`` keeps
+    the named experiments (in matrix order); a name that is not in the matrix is an error
+    that lists the matrix.
     """
     if low == high:
         raise ConfigError(f"--low and --high must differ (both {low!r})")
@@ -58,4 +60,11 @@ def plan_experiments(low: str, high: str, high_has_forces: bool,
             plan.append(Experiment(f"{base}[{mode}]", labels, mode, multi_fidelity=True))
     if low_has_forces:
         plan.append(Experiment(f"SF-{low}/EF", {low: EF}))
-    return plan
+    if only is None:
+        return plan
+    names = [e.name for e in plan]
+    unknown = [name for name in only if name not in names]
+    if unknown:
+        raise ConfigError(f"--experiments: {', '.join(map(repr, unknown))} not in the "
+                          f"matrix of this data and --heads (it has: {', '.join(names)})")
+    return [e for e in plan if e.name in only]
