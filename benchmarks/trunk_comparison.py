@@ -59,11 +59,13 @@ def run_trunk(name: str, args) -> Path:
             "train": dict(DEFAULT_TRAIN, max_time=args.max_time)}
     config = out / "base.yaml"
     config.write_text(yaml.safe_dump(base, sort_keys=False))
-    run_experiment(Namespace(
-        data=args.data, low=args.low, high=args.high, train=args.train, valid=args.valid,
-        test=args.test, seeds=args.seeds, config=str(config), max_epochs=None,
-        max_time=None, heads="delta", experiments=",".join(_experiments(args.low, args.high)),
-        out=str(out)), log=open(os.devnull, "w") if args.quiet else None)
+    with open(os.devnull, "w") as quiet:
+        run_experiment(Namespace(
+            data=args.data, low=args.low, high=args.high, train=args.train,
+            valid=args.valid, test=args.test, seeds=args.seeds, config=str(config),
+            max_epochs=None, max_time=None, heads="delta",
+            experiments=",".join(_experiments(args.low, args.high)), out=str(out)),
+            log=quiet if args.quiet else None)
     return out
 
 

@@ -1,4 +1,5 @@
-"""Shared checks of E(3) and permutation symmetry for the model tests."""
+"""Shared checks of the model tests: E(3) and permutation symmetry, and forces against
+finite differences of the energy."""
 
 from __future__ import annotations
 
@@ -40,3 +41,19 @@ def assert_invariant_and_equivariant(model, molecules, seed: int, reflect: bool,
         assert torch.allclose(out["forces"][start:start + n], expect, atol=1e-10)
         start += n
     assert ref["forces"].abs().max() > min_force
+
+
+def assert_forces_are_minus_energy_gradient(model, data, atoms, h: float = 1e-5) -> None:
+    """Forces of every fidelity on ``atoms`` equal −dE/dx by central differences
+    (step ``h`` Å, float64 model expected)."""
+    forces = model(data, forces=True)["forces"]
+    for a in atoms:
+        s = int(data.batch[a])
+        for x in range(3):
+            pos = data.pos.clone()
+            pos[a, x] += h
+            up = model(Data(z=data.z, pos=pos, batch=data.batch))["energy"][s]
+            pos[a, x] -= 2 * h
+            down = model(Data(z=data.z, pos=pos, batch=data.batch))["energy"][s]
+            fd = -(up - down) / (2 * h)
+            assert torch.allclose(forces[a, :, x], fd, rtol=1e-6, atol=1e-8), (a, x, forces[a, :, x], fd)
