@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 
 from mfgnn.data.download import download, verify_file
-from mfgnn.data.spec import load_dataset, parse_spec
+from mfgnn.data import load_dataset, parse_spec
 
 URL = "https://springernature.figshare.com/ndownloader/files/18112775"
 FILENAME = "ani1x-release.h5"

@@ -28,7 +28,7 @@ import tarfile
 from pathlib import Path
 
 from mfgnn.data.download import download, verify_file
-from mfgnn.data.spec import load_dataset, parse_spec
+from mfgnn.data import load_dataset, parse_spec
 
 URL = "https://zenodo.org/records/10126157/files/COMP6v2_wB97X-631Gd.tar.gz"
 ARCHIVE = "COMP6v2_wB97X-631Gd.tar.gz"

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mfgnn.data.fileio import savez_atomic, write_text_atomic
-from mfgnn.data.spec import load_dataset
+from mfgnn.fileio import savez_atomic, write_text_atomic
+from mfgnn.data import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "mp2_ccsdt"

@@ -22,7 +22,7 @@ import argparse
 import re
 from pathlib import Path
 
-from mfgnn.data.spec import load_dataset, parse_spec
+from mfgnn.data import load_dataset, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "rmd17"

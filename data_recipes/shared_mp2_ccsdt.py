@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mfgnn.data.spec import load_dataset, parse_spec
+from mfgnn.data import load_dataset, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "mp2_ccsdt"

@@ -34,7 +34,7 @@ def ch3oh_spec(shared_data: Path) -> dict:
 def train_ch3oh(out_dir: Path, shared_data: Path, seconds: float = TRAIN_SECONDS) -> Path:
     """Train the small model into ``out_dir/run``; returns the run folder."""
     from mfgnn.config import config_from_dict
-    from mfgnn.run import train
+    from mfgnn.training.build import train
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

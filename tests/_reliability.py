@@ -13,7 +13,7 @@ import yaml
 
 from mfgnn.cli import main
 from mfgnn.config import config_from_dict
-from mfgnn.run import train
+from mfgnn.training.build import train
 
 TINY_MODEL = {"n_features": 16, "n_interactions": 1, "n_atom_layers": 1,
               "n_sensitivities": 8, "tensor_order": 1, "heads": "delta"}

@@ -13,7 +13,7 @@ from torch_geometric.data import Data
 
 from mfgnn.calculator import MFGNNCalculator
 from mfgnn.errors import ModelError
-from mfgnn.io import load_model
+from mfgnn.model_file import load_model
 
 
 @pytest.fixture(scope="session")

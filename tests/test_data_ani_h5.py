@@ -184,3 +184,42 @@ def test_bad_rows_are_reported_when_read(sample, tmp_path):
     with pytest.raises(DataError, match=r"row 1 \(dataset row 4\): atoms 0 and 3 are at the same"):
         ds[4]
     assert ds[3].z.shape == (14,)  # other rows stay readable
+
+
+def test_read_index_of_a_small_file(tmp_path):
+    """The index alone: groups at any depth, compositions, energies as stored, forces."""
+    from mfgnn.data.ani_h5_index import N_Z, describe_row, energy_in_ev, read_index
+    from mfgnn.data.spec import parse_spec
+
+    path = tmp_path / "small.h5"
+    with h5py.File(path, "w") as f:
+        a = f.create_group("a")  # one composition, one padding column, forces
+        a["coordinates"] = np.zeros((2, 4, 3))
+        a["atomic_numbers"] = np.array([8, 1, 1, 0])
+        a["dft.energy"] = np.array([-1.0, -2.0])
+        a["dft.forces"] = np.zeros((2, 4, 3))
+        c = f.create_group("b/c")  # per-row atomic numbers, both energies, no forces
+        c["coordinates"] = np.zeros((3, 2, 3))
+        c["atomic_numbers"] = np.array([[1, 1], [6, 0], [1, 1]])
+        c["dft.energy"] = np.array([-3.0, -4.0, np.nan])
+        c["cc.energy"] = np.array([-5.0, -6.0, -7.0])
+    specs = list(parse_spec({"fidelities": {
+        lv: {"path": str(path), "format": "ani-h5", "energy_key": f"{lv}.energy"}
+        for lv in ("dft", "cc")}}).fidelities)
+    with h5py.File(path, "r") as f:
+        index = read_index(f, path, specs, "coordinates", "atomic_numbers")
+    assert index.groups == ["/a", "/b/c"] and index.n == 5
+    assert index.sizes.tolist() == [2, 3] and index.start.tolist() == [0, 2, 5]
+    assert index.natoms.tolist() == [3, 0] and index.masks[0].tolist() == [True] * 3 + [False]
+    assert index.masks[1] is None and index.counts[0, [1, 8]].tolist() == [2, 1]
+    comps, inverse, natoms = index.rowcomp[1]
+    assert comps.shape[1] == N_Z and natoms.tolist() == [2, 1, 2]
+    assert inverse[0] == inverse[2] != inverse[1]
+    np.testing.assert_array_equal(index.energy["dft"], [-1, -2, -3, -4, np.nan])
+    assert np.isnan(index.energy["cc"][:2]).all() and index.missing == {"dft": 0, "cc": 1}
+    assert index.group_forces["dft"].tolist() == [True, False]
+    assert index.forces_keys == {"dft": "dft.forces", "cc": "cc.forces"}
+    assert describe_row(index.groups, index.start, 3) == "group '/b/c', row 1 (dataset row 3)"
+    e, note = energy_in_ev(path, index, specs[1])
+    np.testing.assert_allclose(e[2:], np.array([-5.0, -6.0, -7.0]) * Hartree)
+    assert "absent in 1 groups" in note and "hartree -> eV" in note

@@ -124,3 +124,30 @@ def test_unknown_fidelity_is_a_clear_error(spec, tmp_path, capsys):
                  "--train", "10", "--valid", "5", "--test", "5", "--out", str(tmp_path / "x")])
     assert code == 2
     assert "--high 'ccsdt' is not a fidelity" in capsys.readouterr().err
+
+
+def test_low_model_used_as_high_is_shifted_by_self_energies_of_the_training_split(spec, tmp_path):
+    """The "SF-low/EF used as high" score shifts the low energies by self-energies
+    fitted on the training split, like the raw-gap baseline: test labels never enter."""
+    from mfgnn.data import load_dataset, make_split
+    from mfgnn.experiment.baselines import baselines, level_references
+    from mfgnn.experiment.matrix import _run_one
+
+    dataset = load_dataset(spec)
+    split = make_split(len(dataset), 200, 20, 100, seed=0)
+    rows = np.asarray(split.test)
+    # an offset on the test rows' F12 energies only: a shift fitted on the training
+    # split leaves it in the error; one fitted on the test rows would absorb it
+    dataset.energies[rows, dataset.fidelities.index("f12")] += 0.050
+    refs = level_references(dataset, rows)
+    run = tmp_path / "run"
+    run.mkdir()
+    energy, forces = refs.of("mp2")
+    # a perfect MP2 model: its predictions are the MP2 labels
+    np.savez(run / "predictions.npz", fidelities=np.array(["mp2"]),
+             energy=energy[:, None], forces=forces[:, None, :])
+    result = _run_one({}, run, dataset, split, "mp2", "f12")
+    expected = baselines(dataset, split, "mp2", "f12")
+    assert result["high"]["energy_rmse"] == pytest.approx(expected["energy_gap_rmse"], rel=1e-9)
+    assert result["high"]["forces_rmse"] == pytest.approx(expected["forces_gap_rmse"], rel=1e-9)
+    assert result["high"]["energy_rmse"] > 45.0  # the 50 meV test-only offset is seen

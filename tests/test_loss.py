@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
-from mfgnn.config import LossConfig
+from mfgnn.loss import LossConfig
 from mfgnn.loss import MultiFidelityLoss, masked_rmse_mae
 
 

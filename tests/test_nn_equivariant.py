@@ -11,7 +11,7 @@ from torch_geometric.data import Batch, Data
 
 from mfgnn.config import config_from_dict
 from mfgnn.errors import ConfigError
-from mfgnn.io import load_model, save_model
+from mfgnn.model_file import load_model, save_model
 from _symmetry import (assert_forces_are_minus_energy_gradient, assert_invariant_and_equivariant,
                        batch_of, random_orthogonal)
 

@@ -219,3 +219,20 @@ def test_interaction_double_backward_matches_finite_differences_of_forces():
     down = force_loss(False).item()
     assert grad == pytest.approx((up - down) / (2 * h), rel=1e-6)
     assert np.isfinite(grad) and grad != 0.0
+
+
+def test_every_layer_defaults_to_the_models_activation():
+    """A layer built without an activation uses the model's default (shifted softplus),
+    not plain softplus."""
+    import inspect
+
+    from mfgnn.nn.atom import AtomLayer, ShiftedSoftplus
+    from mfgnn.nn.config import HIPNNConfig
+    from mfgnn.nn.equivariant import EquivariantBlock
+    from mfgnn.nn.interaction import InteractionBlock, InteractionLayer
+
+    for cls in (AtomLayer, InteractionLayer, InteractionBlock, EquivariantBlock):
+        default = inspect.signature(cls.__init__).parameters["activation"].default
+        assert default == HIPNNConfig().activation == "shifted_softplus", cls.__name__
+    layer = AtomLayer(4, 4)
+    assert any(isinstance(m, ShiftedSoftplus) for m in layer.modules())

@@ -6,6 +6,8 @@ and the CLI's exit code and one-line error message (also in a subprocess).
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import subprocess
@@ -20,9 +22,9 @@ from _reliability import (REPO, assert_clean_error, cli, h2co_files, run_config,
 from mfgnn.cli import main
 from mfgnn.config import config_from_dict
 from mfgnn.errors import ConfigError, DataError, MfgnnError, ModelError
-from mfgnn.io import load_model
+from mfgnn.model_file import load_model
 from mfgnn.training.setup import setup_run
-from mfgnn.training.trainer import Trainer
+from mfgnn.training.build import build_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -109,10 +111,10 @@ def test_batch_without_force_labels_trains_without_force_autograd(tmp_path, shar
     np.savez(tmp_path / "half_forces.npz", **raw)
     spec = write_spec(tmp_path / "s.yaml", mp2=tmp_path / "half_forces.npz", f12=high)
     setup = setup_run(config_from_dict(run_config(spec)))
-    trainer = Trainer(setup, tmp_path / "run", log=None)
+    trainer = build_trainer(setup, tmp_path / "run", log=None)
     no_forces = np.array([r for r in setup.split.train if r % 2 == 1])
     assert len(no_forces) >= 16
-    setup.split.train = no_forces
+    trainer.data.train = dataclasses.replace(trainer.data.train, rows=no_forces)
     requested, grads = [], []
     forward = type(trainer.model).forward
 
@@ -124,15 +126,15 @@ def test_batch_without_force_labels_trains_without_force_autograd(tmp_path, shar
     monkeypatch.setattr(type(trainer.model), "forward", spy_forward)
     monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: grads.append(1) or real_grad(*a, **k))
     before = [p.detach().clone() for p in trainer.model.parameters()]
-    result = trainer._train_epoch()
+    result = trainer.train_epoch()
     assert requested and all(r is False for r in requested)
     assert grads == []
     assert np.isfinite(result["train_loss"]) and result["skipped_steps"] == 0
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
     # and a mixed batch does request the MP2 forces
-    setup.split.train = np.arange(48)
+    trainer.data.train = dataclasses.replace(trainer.data.train, rows=np.arange(48))
     requested.clear()
-    trainer._train_epoch()
+    trainer.train_epoch()
     assert all(r == ["mp2"] for r in requested)
 
 

@@ -24,10 +24,11 @@ from _reliability import REPO, error_line, h2co_spec, load_checkpoint, run_value
 
 from mfgnn.cli import main
 from mfgnn.config import config_from_dict
-from mfgnn.data import fileio
-from mfgnn.io import atomic_torch_save, atomic_write, load_model
+from mfgnn import fileio
+from mfgnn.fileio import write_atomic, write_torch_atomic
+from mfgnn.model_file import load_model
 from mfgnn.training.setup import setup_run
-from mfgnn.training.trainer import Trainer
+from mfgnn.training.build import build_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -111,18 +112,18 @@ def test_every_piece_of_training_state_survives_a_checkpoint(spec, tmp_path):
     history: what the trainer held when it wrote the checkpoint is what a resumed trainer
     holds."""
     values = run_values(spec, epochs=2)
-    first = Trainer(setup_run(config_from_dict(values)), tmp_path / "run", log=None)
+    first = build_trainer(setup_run(config_from_dict(values)), tmp_path / "run", log=None)
     first.finish = lambda: {}  # keep the in-loop state (finish() folds the EMA in)
     first.fit()
     # make the counters non-trivial, then write the checkpoint again
     first.bad_epochs, first.consecutive_bad = 2, 3
-    first.scheduler.num_bad_epochs = 1
-    first.scheduler._last_lr = [1.5e-3]
+    first.scheduler.inner.num_bad_epochs = 1
+    first.scheduler.inner._last_lr = [1.5e-3]
     first.optimizer.param_groups[0]["lr"] = 1.5e-3
     first.model.load_state_dict({k: v + 0.01 if v.is_floating_point() else v
                                  for k, v in first.model.state_dict().items()})
-    first._save_checkpoint()
-    again = Trainer(setup_run(config_from_dict(values), tmp_path / "run"), tmp_path / "run",
+    first.folder.save_checkpoint(first.state_dict(), first.epoch)
+    again = build_trainer(setup_run(config_from_dict(values), tmp_path / "run"), tmp_path / "run",
                     resume=True, log=None)
     assert (again.epoch, again.best_valid, again.bad_epochs, again.consecutive_bad) == \
            (first.epoch, first.best_valid, 2, 3)
@@ -162,7 +163,7 @@ def test_atomic_write_order_is_write_fsync_rename_fsync_folder(tmp_path, monkeyp
 
     monkeypatch.setattr(fileio.os, "fsync", fsync)
     monkeypatch.setattr(fileio.os, "replace", replace)
-    atomic_torch_save({"epoch": 1}, tmp_path / "checkpoint.pt")
+    write_torch_atomic(tmp_path / "checkpoint.pt", {"epoch": 1})
     if not Path("/proc/self/fd").is_dir():
         calls = [(c[0], "?") if c[0] == "fsync" else c for c in calls]
         assert [c[0] for c in calls] == ["fsync", "replace", "fsync"]
@@ -175,7 +176,7 @@ def test_sigkill_inside_a_write_leaves_the_previous_file(tmp_path):
     """A process killed in the middle of writing a checkpoint leaves the old one intact
     (and a temporary file, which a resumed run removes)."""
     target = tmp_path / "checkpoint.pt"
-    atomic_torch_save({"epoch": 1, "weights": torch.arange(1000.0)}, target)
+    write_torch_atomic(target, {"epoch": 1, "weights": torch.arange(1000.0)})
     before = target.read_bytes()
     pid = os.fork()
     if pid == 0:  # child: start replacing the checkpoint, die half-way through
@@ -185,7 +186,7 @@ def test_sigkill_inside_a_write_leaves_the_previous_file(tmp_path):
                 handle.flush()
                 os.kill(os.getpid(), signal.SIGKILL)
 
-            atomic_write(target, half)
+            write_atomic(target, half)
         finally:
             os._exit(3)
     _, status = os.waitpid(pid, 0)
@@ -197,11 +198,11 @@ def test_sigkill_inside_a_write_leaves_the_previous_file(tmp_path):
 
 def test_resume_removes_temporaries_of_interrupted_writes(spec, tmp_path):
     values = run_values(spec, epochs=1)
-    Trainer(setup_run(config_from_dict(values)), tmp_path / "run", log=None).fit()
+    build_trainer(setup_run(config_from_dict(values)), tmp_path / "run", log=None).fit()
     run = tmp_path / "run"
     for name in (".checkpoint.pt.x1y2.tmp", ".metrics.csv.abc.tmp", ".notes.txt.1.tmp"):
         (run / name).write_bytes(b"half a file")
-    Trainer(setup_run(config_from_dict(values), run), run, resume=True, log=None)
+    build_trainer(setup_run(config_from_dict(values), run), run, resume=True, log=None)
     assert temporaries(run) == [".notes.txt.1.tmp"]  # only the run's own files are touched
 
 

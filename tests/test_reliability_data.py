@@ -28,10 +28,10 @@ from torch_geometric.data import Data
 from mfgnn.config import config_from_dict
 from mfgnn.data import load_dataset
 from mfgnn.errors import DataError, ModelError
-from mfgnn.io import load_model
-from mfgnn.run import evaluate_run
+from mfgnn.model_file import load_model
+from mfgnn.training.evaluation import evaluate_run
 from mfgnn.training.setup import setup_run
-from mfgnn.training.trainer import Trainer
+from mfgnn.training.build import build_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -128,7 +128,7 @@ def test_nan_energy_is_missing_and_training_uses_the_other_rows(tmp_path, shared
     spec = write_spec(tmp_path / "s.yaml", mp2=low, f12=tmp_path / "f12_half.npz")
     setup = setup_run(config_from_dict(run_config(spec)))
     assert np.isnan(setup.dataset.energies[::2, 1]).all()
-    trainer = Trainer(setup, tmp_path / "run", log=None)
+    trainer = build_trainer(setup, tmp_path / "run", log=None)
     trainer.fit()
     row = trainer.history[-1]
     assert np.isfinite(row["train_loss"]) and np.isfinite(row["valid_loss"])

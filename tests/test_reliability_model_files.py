@@ -17,9 +17,9 @@ import mfgnn
 from mfgnn.cli import main
 from mfgnn.config import config_from_dict
 from mfgnn.errors import CheckpointError
-from mfgnn.io import MODEL_FORMAT_VERSION, load_model
+from mfgnn.model_file import MODEL_FORMAT_VERSION, load_model
 from mfgnn.training.setup import setup_run
-from mfgnn.training.trainer import Trainer
+from mfgnn.training.build import build_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,7 +39,7 @@ def model_file(tmp_path_factory, shared_data) -> Path:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        Trainer(setup_run(config_from_dict(run_values(spec, epochs=1))), folder / "run",
+        build_trainer(setup_run(config_from_dict(run_values(spec, epochs=1))), folder / "run",
                 log=None).fit()
     finally:
         torch.set_num_threads(before)

@@ -16,11 +16,13 @@ from _reliability import error_line, h2co_spec, load_checkpoint, run_values, wri
 from torch_geometric.data import Data
 
 from mfgnn.cli import main
-from mfgnn.config import LossConfig, config_from_dict
+from mfgnn.config import config_from_dict
+from mfgnn.loss import LossConfig
 from mfgnn.errors import MfgnnError
-from mfgnn.io import load_model
+from mfgnn.model_file import load_model
 from mfgnn.loss import MultiFidelityLoss
 from mfgnn.training.setup import setup_run
+from mfgnn.training.build import build_trainer
 from mfgnn.training.trainer import Trainer, TrainingDiverged
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -54,7 +56,7 @@ def _inject(monkeypatch, bad: dict[int, float]) -> list[int]:
 
 def test_non_finite_losses_are_skipped_with_a_warning(spec, tmp_path, monkeypatch):
     values = run_values(spec, epochs=2, max_bad_steps=3)  # 3 steps per epoch
-    trainer = Trainer(setup_run(config_from_dict(values)), tmp_path / "run", log=None)
+    trainer = build_trainer(setup_run(config_from_dict(values)), tmp_path / "run", log=None)
     steps = _inject(monkeypatch, {1: float("nan"), 2: float("inf"), 4: float("-inf")})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -73,7 +75,7 @@ def test_non_finite_losses_are_skipped_with_a_warning(spec, tmp_path, monkeypatc
 
 def test_non_finite_gradient_of_a_finite_loss_is_skipped(spec, tmp_path, monkeypatch):
     values = run_values(spec, epochs=1)
-    trainer = Trainer(setup_run(config_from_dict(values)), tmp_path / "run", log=None)
+    trainer = build_trainer(setup_run(config_from_dict(values)), tmp_path / "run", log=None)
     real = MultiFidelityLoss.__call__
     weight = next(trainer.model.parameters())
 
@@ -138,7 +140,7 @@ def test_too_many_bad_steps_stop_with_the_last_good_checkpoint(spec, tmp_path, m
 
 def test_non_finite_validation_loss_never_overwrites_the_checkpoint(spec, tmp_path, monkeypatch):
     values = run_values(spec, epochs=3)
-    trainer = Trainer(setup_run(config_from_dict(values)), tmp_path / "run", log=None)
+    trainer = build_trainer(setup_run(config_from_dict(values)), tmp_path / "run", log=None)
     real = Trainer.evaluate
     calls = [0]
 

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from torch_geometric.data import Batch, Data
 
-from mfgnn.config import LossConfig
+from mfgnn.loss import LossConfig
 from mfgnn.data import fit_self_energies, load_dataset
 from mfgnn.errors import DataError
 from mfgnn.loss import MultiFidelityLoss, masked_rmse_mae

@@ -16,10 +16,10 @@ from torch_geometric.data import Batch, Data
 
 from mfgnn.config import config_from_dict
 from mfgnn.data import load_dataset
-from mfgnn.io import load_model
-from mfgnn.run import evaluate_run
+from mfgnn.model_file import load_model
+from mfgnn.training.evaluation import evaluate_run
 from mfgnn.training.setup import setup_run
-from mfgnn.training.trainer import Trainer
+from mfgnn.training.build import build_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -85,7 +85,7 @@ def mixed_run(tmp_path_factory, shared_data):
     torch.set_num_threads(1)
     try:
         setup = setup_run(config_from_dict(values))
-        trainer = Trainer(setup, folder / "run", log=None)
+        trainer = build_trainer(setup, folder / "run", log=None)
         trainer.fit()
     finally:
         torch.set_num_threads(before)
@@ -101,7 +101,7 @@ def test_single_atoms_and_isolated_atoms_train_and_predict(mixed_run):
     for p in trainer.model.parameters():
         assert torch.isfinite(p).all()
     model = load_model(folder / "run")
-    ds = trainer.setup.dataset
+    ds = trainer.data.train.dataset
     lone = [ds[i] for i in (32, 33, 34)]  # H, C, O alone
     batch = Batch.from_data_list([ds[0], ds[24]] + lone)
     out = model(batch, forces=True)

@@ -12,10 +12,11 @@ import torch
 from mfgnn.cli import main
 from mfgnn.config import config_from_dict
 from mfgnn.errors import CheckpointError, ConfigError
-from mfgnn.io import load_model
-from mfgnn.run import evaluate_run, train
+from mfgnn.model_file import load_model
+from mfgnn.training.build import train
+from mfgnn.training.evaluation import evaluate_run
 from mfgnn.training.setup import setup_run
-from mfgnn.training.trainer import Trainer
+from mfgnn.training.build import build_trainer
 
 TINY_MODEL = {"n_features": 16, "n_interactions": 1, "n_atom_layers": 1,
               "n_sensitivities": 8, "tensor_order": 1, "heads": "delta"}
@@ -45,8 +46,8 @@ def _config(spec, epochs=3, labels=None, **train):
 def test_loss_goes_down_on_real_data(spec, tmp_path):
     config = _config(spec, epochs=8)
     setup = setup_run(config)
-    trainer = Trainer(setup, tmp_path / "run", log=None)
-    first, _ = trainer.evaluate(setup.split.valid)
+    trainer = build_trainer(setup, tmp_path / "run", log=None)
+    first, _ = trainer.evaluate(trainer.data.valid)
     trainer.fit()
     losses = [row["valid_loss"] for row in trainer.history]
     assert len(losses) == 8
@@ -55,11 +56,11 @@ def test_loss_goes_down_on_real_data(spec, tmp_path):
 
 
 def test_resume_repeats_the_uninterrupted_run(spec, tmp_path):
-    full = Trainer(setup_run(_config(spec, epochs=4)), tmp_path / "full", log=None)
+    full = build_trainer(setup_run(_config(spec, epochs=4)), tmp_path / "full", log=None)
     full.fit()
-    part = Trainer(setup_run(_config(spec, epochs=2)), tmp_path / "part", log=None)
+    part = build_trainer(setup_run(_config(spec, epochs=2)), tmp_path / "part", log=None)
     part.fit()
-    resumed = Trainer(setup_run(_config(spec, epochs=4), tmp_path / "part"),
+    resumed = build_trainer(setup_run(_config(spec, epochs=4), tmp_path / "part"),
                       tmp_path / "part", resume=True, log=None)
     assert resumed.epoch == 2
     resumed.fit()
@@ -79,14 +80,14 @@ def test_existing_run_is_not_overwritten(spec, tmp_path):
 def test_saved_model_predicts_identically_and_is_self_describing(spec, tmp_path):
     config = _config(spec, epochs=2)
     setup = setup_run(config)
-    trainer = Trainer(setup, tmp_path / "run", log=None)
+    trainer = build_trainer(setup, tmp_path / "run", log=None)
     trainer.fit()
     loaded = load_model(tmp_path / "run" / "model.pt")
     meta = loaded.metadata
     assert meta["fidelities"] == ["mp2", "f12"]
     assert meta["trained_labels"] == {"mp2": ["energy", "forces"], "f12": ["energy"]}
     assert meta["units"]["energy"] == "eV" and meta["elements"] == [1, 6, 8]
-    batch = next(iter(trainer._loader(setup.split.test, shuffle=False)))
+    batch = next(iter(trainer.data.test.batches()))
     trainer.model.eval()
     a = trainer.model(batch.clone(), forces=True)
     b = loaded(batch.clone(), forces=True)
@@ -116,7 +117,7 @@ def test_labels_that_the_data_lacks(spec, tmp_path, labels, message):
 
 
 def test_checkpoint_write_failure_keeps_previous(spec, tmp_path, monkeypatch):
-    trainer = Trainer(setup_run(_config(spec, epochs=1)), tmp_path / "run", log=None)
+    trainer = build_trainer(setup_run(_config(spec, epochs=1)), tmp_path / "run", log=None)
     trainer.fit()
     before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
 
@@ -125,6 +126,6 @@ def test_checkpoint_write_failure_keeps_previous(spec, tmp_path, monkeypatch):
 
     monkeypatch.setattr("os.fsync", full_disk)
     with pytest.raises(CheckpointError, match="No space left.*previous checkpoint is intact"):
-        trainer._save_checkpoint()
+        trainer.folder.save_checkpoint(trainer.state_dict(), trainer.epoch)
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]

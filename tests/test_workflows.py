@@ -137,3 +137,28 @@ def test_energy_drift_of_a_known_line():
     assert drift.slope == pytest.approx(0.004, rel=1e-9)
     assert drift.max_abs_deviation == pytest.approx(0.016, rel=1e-9)
     assert drift.max_abs_deviation_per_atom == pytest.approx(0.004, rel=1e-9)
+
+
+def test_md_velocities_without_thermalize_momenta(atoms, calc, monkeypatch):
+    """ASE releases before 3.29 lack ``thermalize_momenta`` (pyproject allows >= 3.22):
+    the velocity draw must not depend on it (its old fallback recursed forever)."""
+    import importlib
+    import sys
+    import types
+
+    import ase.md.velocitydistribution as real
+
+    import mfgnn.workflows as workflows
+
+    older = types.ModuleType(real.__name__)  # the module as older ASE releases have it
+    older.__dict__.update({k: v for k, v in vars(real).items() if k != "thermalize_momenta"})
+    monkeypatch.setitem(sys.modules, real.__name__, older)
+    try:
+        module = importlib.reload(workflows)
+        result = module.run_md(atoms.copy(), calc, ensemble="nve", steps=4, temperature_K=300,
+                               seed=1, log_interval=2)
+        assert np.all(np.isfinite(result.total))
+        assert result.kinetic[0] > 0  # velocities were drawn
+    finally:
+        monkeypatch.undo()
+        importlib.reload(workflows)

@@ -14,8 +14,8 @@ __all__ = ["__version__", "load_model", "save_model", "load_dataset", "MultiFide
 
 def __getattr__(name):  # lazy, so that ``import mfgnn`` stays cheap
     if name in ("load_model", "save_model"):
-        from . import io
-        return getattr(io, name)
+        from . import model_file
+        return getattr(model_file, name)
     if name == "load_dataset":
         from .data import load_dataset
         return load_dataset

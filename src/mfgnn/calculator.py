@@ -29,7 +29,7 @@ from torch_geometric.data import Data
 
 from .data.graph import radius_graph
 from .errors import ModelError
-from .io import load_model
+from .model_file import load_model
 from .nn import MultiFidelityHIPNN
 
 ModelLike = Union[str, Path, MultiFidelityHIPNN]
@@ -220,11 +220,6 @@ class MFGNNCalculator(Calculator):
             results["forces_std"] = f[:, :, t].std(0)
             results["energies_all_std"] = {name: float(e[:, k].std()) for k, name in enumerate(self.fidelities)}
         self.results = results
-
-    def get_energies_all(self, atoms=None) -> dict[str, float]:
-        """``{fidelity: energy in eV}`` of every fidelity (computed if needed)."""
-        self.get_property("energy", atoms)
-        return dict(self.results["energies_all"])
 
     def __repr__(self) -> str:
         return (f"MFGNNCalculator(fidelity={self.fidelity!r}, fidelities={list(self.fidelities)}, "

@@ -12,7 +12,7 @@ gradient). A term with no labelled entry is exactly 0. Which labels are trained 
 ``labels`` ({fidelity: ["energy", "forces"]}), independently of which exist in the data.
 
 Units: energies in eV, forces in eV/Å, so L is in eV-like units. The hierarchicality term
-is scaled relative to the error terms (see :class:`mfgnn.config.LossConfig`).
+is scaled relative to the error terms (see :class:`LossConfig`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,51 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .config import LossConfig
+from .config_checks import check_number
+from .errors import ConfigError
+
+
+@dataclass
+class LossConfig:
+    """Weights of the loss terms (paper Eq. 1); the ``loss:`` section of a run.
+
+    ``energy_weight`` w_E and ``forces_weight`` w_F multiply RMSE+MAE in eV and eV/Å; a
+    float applies to every fidelity, a mapping ``{fidelity: weight}`` sets them one by
+    one (missing fidelities get 1).
+
+    ``hierarchicality_weight`` w_H is *relative*: the term added is
+    w_H · L_H,t · sg(w_E L_E,t + w_F L_F,t), where sg stops the gradient. The regularizer
+    is thus always w_H · L_H (L_H ≤ number of blocks) times the fidelity's error terms and
+    can never swamp them, whatever the units; with the paper's absolute w_H = 1 it did
+    (the model collapsed once errors were small).
+
+    ``per_atom_energy`` divides each energy error by the number of atoms.
+    """
+
+    energy_weight: float | dict[str, float] = 1.0
+    forces_weight: float | dict[str, float] = 1.0
+    hierarchicality_weight: float = 0.01
+    per_atom_energy: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("energy_weight", "forces_weight"):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                for fid, w in value.items():
+                    check_number(w, f"loss.{name}.{fid}", minimum=0)
+            else:
+                check_number(value, f"loss.{name}", minimum=0)
+        check_number(self.hierarchicality_weight, "loss.hierarchicality_weight", minimum=0)
+        if not isinstance(self.per_atom_energy, bool):
+            raise ConfigError(f"loss.per_atom_energy must be true or false, "
+                              f"got {self.per_atom_energy!r}")
+
+    def weight(self, kind: str, fidelity: str) -> float:
+        """The weight of ``kind`` ("energy" or "forces") for ``fidelity``."""
+        w = self.energy_weight if kind == "energy" else self.forces_weight
+        if isinstance(w, dict):
+            return float(w.get(fidelity, 1.0))
+        return float(w)
 
 
 def masked_rmse_mae(pred: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, int]:
@@ -72,10 +116,6 @@ class MultiFidelityLoss:
         self.fidelities = tuple(fidelities)
         self.labels = {k: list(v) for k, v in labels.items()}
         self.config = config or LossConfig()
-
-    def force_fidelities(self) -> list[str]:
-        """Fidelities whose forces are trained."""
-        return [f for f in self.fidelities if "forces" in self.labels.get(f, [])]
 
     def needs_forces(self, batch) -> list[str]:
         """Trained force fidelities that have at least one label in ``batch``."""

@@ -16,19 +16,13 @@ import numpy as np
 from ase import Atoms, units
 from ase.constraints import FixInternals
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import Stationary, ZeroRotation
+from ase.md.velocitydistribution import (MaxwellBoltzmannDistribution, Stationary,
+                                         ZeroRotation)
 from ase.md.verlet import VelocityVerlet
 from ase.neighborlist import natural_cutoffs, neighbor_list
 from ase.optimize import BFGS, FIRE, LBFGS
 
 from .errors import MfgnnError
-
-try:  # ASE >= 3.29
-    from ase.md.velocitydistribution import thermalize_momenta as _thermalize
-except ImportError:  # pragma: no cover - older ASE
-
-    def _thermalize(atoms, temperature_K, rng=None):
-        _thermalize(atoms, temperature_K, rng=rng)
 
 OPTIMIZERS = {"BFGS": BFGS, "LBFGS": LBFGS, "FIRE": FIRE}
 
@@ -270,7 +264,8 @@ def run_md(atoms: Atoms, calc=None, ensemble: str = "nve", timestep_fs: float = 
     ensemble = ensemble.lower()
     rng = np.random.default_rng(seed)
     if init_velocities:
-        _thermalize(atoms, temperature_K, rng=rng)
+        # in every ASE this package allows (>= 3.22), unlike thermalize_momenta (3.29)
+        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
         Stationary(atoms)
         if len(atoms) > 2:
             ZeroRotation(atoms)

@@ -1,5 +1,8 @@
 """Data layer of mfgnn: loaders, dataset spec, multi-fidelity dataset, graphs, splits.
 
+Import order: spec (YAML -> dataclasses) <- readers <- loading (``load_dataset``); spec
+imports neither the readers nor loading.
+
 Units everywhere: energies in eV (float64), lengths in Å, forces in eV/Å.
 """
 
@@ -8,16 +11,19 @@ from __future__ import annotations
 from .bundled import demo_spec_path
 from .dataset import DatasetSubset, MultiFidelityDataset
 from .graph import radius_graph
+from .loading import load_dataset
 from .self_energy import SelfEnergies, fit_self_energies
-from .spec import DatasetSpec, FidelitySpec, load_dataset, parse_spec, read_spec
+from .spec import DatasetSpec, FidelitySpec, parse_spec, read_spec
 from .splits import Split, make_split
 from .summary import format_summary, run_summary, summarize
+from .transforms import RadiusGraph
 
 __all__ = [
     "DatasetSpec",
     "DatasetSubset",
     "FidelitySpec",
     "MultiFidelityDataset",
+    "RadiusGraph",
     "SelfEnergies",
     "Split",
     "demo_spec_path",

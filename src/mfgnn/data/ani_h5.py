@@ -12,7 +12,7 @@ blocks of :data:`BLOCK_ROWS` rows (kept in a small LRU cache, bounded memory) wh
 are read in order. Forces availability per row is inferred without reading the forces: a
 row has forces at a fidelity when its group has that fidelity's forces dataset and the
 row has that fidelity's energy. Coordinate and force checks (finite values, coincident
-atoms) happen when a row is read.
+atoms) happen when a row is read. Reading and checking the index: :mod:`.ani_h5_index`.
 """
 
 from __future__ import annotations
@@ -26,187 +26,70 @@ import h5py
 import numpy as np
 
 from ..errors import DataError
-from ..units import energy_factor, force_factor, length_factor
-from .frames import COINCIDENT_DISTANCE, MAX_ATOMIC_NUMBER, Frames
+from ..units import force_factor, length_factor
+from .ani_h5_index import AniIndex, describe_row, energy_in_ev, read_index
+from .files import check_readable_file, fmt_factor
+from .frames import COINCIDENT_DISTANCE, Frames
 
 if TYPE_CHECKING:
     from .spec import FidelitySpec
 
 BLOCK_ROWS = 256
 CACHE_BLOCKS = 16
-_MAX_Z = 119
-
-
-def default_forces_key(energy_key: str) -> str | None:
-    """``wb97x_dz.energy`` -> ``wb97x_dz.forces``; ``energies`` -> ``forces``; else None."""
-    if energy_key.endswith(".energy"):
-        return energy_key[: -len("energy")] + "forces"
-    if energy_key == "energies":
-        return "forces"
-    return None
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.15g}"
 
 
 class AniH5Frames(Frames):
     """Lazy frames of an ANI-layout HDF5 file (see module docstring)."""
 
-    def __init__(self, specs: list[FidelitySpec]):
+    def __init__(self, specs: list[FidelitySpec]) -> None:
         first = specs[0]
         self.path = Path(first.path)
         self.fidelities = tuple(s.name for s in specs)
-        self.provenance = []
+        self.provenance: list[str] = []
         self._pos_key = first.keys.get("positions") or "coordinates"
         self._num_key = first.keys.get("numbers") or "atomic_numbers"
         self._lf = length_factor(first.length_unit)
         self._reset_handles()
-        if not self.path.is_file():
-            raise DataError(f"data file not found: {self.path}")
-        if self.path.stat().st_size == 0:
-            raise DataError(f"{self.path}: the file is empty")
-        f = self._file()
-        groups = self._find_groups(f)
-        if not groups:
-            raise DataError(f"{self.path}: no group holds a {self._pos_key!r} dataset "
-                            f"(top-level keys: {', '.join(list(f.keys())[:20]) or 'none'})")
-        self._groups = groups
-        self._fkeys: dict[str, str | None] = {}
-        self._ff: dict[str, float] = {}
-        self._read_index(f, specs)
-
-    # -- index --------------------------------------------------------------------
-    def _find_groups(self, f: h5py.File) -> list[str]:
-        out: list[str] = []
-
-        def walk(g: h5py.Group) -> None:
-            try:
-                if self._pos_key in g and isinstance(g[self._pos_key], h5py.Dataset):
-                    out.append(g.name)
-                    return
-                for k in g:
-                    item = g.get(k)
-                    if isinstance(item, h5py.Group):
-                        walk(item)
-            except (OSError, RuntimeError, KeyError) as exc:
-                raise DataError(f"{self.path}: cannot read group {g.name!r} ({exc}); "
-                                "truncated or corrupt file?") from None
-
-        walk(f)
-        return out
-
-    def _read_index(self, f: h5py.File, specs: list[FidelitySpec]) -> None:
-        """Per-group metadata and the per-row energies; coordinates and forces stay on disk."""
-        try:
-            sizes = np.array([f[g][self._pos_key].shape[0] for g in self._groups], dtype=np.int64)
-        except (OSError, RuntimeError, KeyError) as exc:
-            raise DataError(f"{self.path}: cannot read the group index ({exc}); "
-                            "truncated or corrupt file?") from None
-        self._sizes = sizes
-        self._start = np.concatenate([[0], np.cumsum(sizes)])
-        self.n = int(self._start[-1])
-        if self.n == 0:
-            raise DataError(f"{self.path}: the file holds no structures")
-        n_groups = len(self._groups)
-        self._natoms_group = np.zeros(n_groups, dtype=np.int64)  # per-row groups: see _rowcomp
-        self._masks: list[np.ndarray | None] = []
-        self._gcounts = np.zeros((n_groups, _MAX_Z), dtype=np.int64)
-        self._rowcomp: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        energy = {s.name: np.full(self.n, np.nan) for s in specs}
-        gforces = {s.name: np.zeros(n_groups, dtype=bool) for s in specs}
-        missing_e = {s.name: 0 for s in specs}
-        for gi, gname in enumerate(self._groups):
-            lo, n_g = int(self._start[gi]), int(sizes[gi])
-            try:
-                g = f[gname]
-                c = g[self._pos_key]
-                if c.ndim != 3 or c.shape[2] != 3:
-                    raise DataError(f"{self.path}: group {gname!r}: {self._pos_key!r} has shape "
-                                    f"{c.shape}, expected (n, N, 3)")
-                n_col = c.shape[1]
-                if self._num_key not in g:
-                    raise DataError(f"{self.path}: group {gname!r} has no {self._num_key!r}; "
-                                    f"keys: {', '.join(g.keys())}")
-                zd = g[self._num_key]
-                if zd.shape not in ((n_col,), (n_g, n_col)):
-                    raise DataError(f"{self.path}: group {gname!r}: {self._num_key!r} has shape "
-                                    f"{zd.shape}; expected ({n_col},) or ({n_g}, {n_col})")
-                z = zd[()].astype(np.int64)
-                if (z < 0).any() or (z > MAX_ATOMIC_NUMBER).any():
-                    bad = z[(z < 0) | (z > MAX_ATOMIC_NUMBER)].reshape(-1)[0]
-                    raise DataError(f"{self.path}: group {gname!r}: atomic number {bad} is not "
-                                    f"an element (1..{MAX_ATOMIC_NUMBER}; 0 = padding) (field "
-                                    f"{self._num_key!r})")
-                if z.ndim == 1:
-                    self._masks.append(z > 0)
-                    self._natoms_group[gi] = int((z > 0).sum())
-                    self._gcounts[gi] = np.bincount(z[z > 0], minlength=_MAX_Z)[:_MAX_Z]
-                else:
-                    self._masks.append(None)
-                    rows = np.repeat(np.arange(n_g), n_col)[z.reshape(-1) > 0]
-                    cnt = np.zeros((n_g, _MAX_Z), dtype=np.int32)
-                    np.add.at(cnt, (rows, z[z > 0]), 1)
-                    comps, inverse = np.unique(cnt, axis=0, return_inverse=True)
-                    self._rowcomp[gi] = (comps, inverse.reshape(-1), (z > 0).sum(axis=1))
-                for s in specs:
-                    ek = s.keys["energy"]
-                    if ek in g:
-                        e = g[ek][()]
-                        if e.size != n_g:
-                            raise DataError(f"{self.path}: group {gname!r}: {ek!r} has shape "
-                                            f"{e.shape}, expected ({n_g},)")
-                        energy[s.name][lo:lo + n_g] = e.reshape(n_g)
-                    else:
-                        missing_e[s.name] += 1
-                    fk = s.keys["forces"] if "forces" in s.keys else default_forces_key(ek)
-                    self._fkeys[s.name] = fk
-                    if fk is not None and fk in g:
-                        if g[fk].shape != c.shape:
-                            raise DataError(f"{self.path}: group {gname!r}: {fk!r} has shape "
-                                            f"{g[fk].shape}, expected {c.shape}")
-                        gforces[s.name][gi] = True
-            except (OSError, RuntimeError, KeyError) as exc:
-                raise DataError(f"{self.path}: cannot read group {gname!r} ({exc}); "
-                                "truncated or corrupt file?") from None
-        self.coord_rtol = 4 * float(np.finfo(np.float32).eps)
+        check_readable_file(self.path, "ANI HDF5")
+        index = read_index(self._file(), self.path, specs, self._pos_key, self._num_key)
+        self._set_index(index)
         if any((m is not None and not m.all()) for m in self._masks):
             self.provenance.append(f"{self.path.name}: removed atomic-number-0 padding")
         if self._lf != 1.0:
             self.provenance.append(f"{self.path.name}: positions converted "
-                                   f"{specs[0].length_unit} -> Angstrom (x {_fmt(self._lf)})")
+                                   f"{first.length_unit} -> Angstrom (x {fmt_factor(self._lf)})")
         self.energy, self.has_forces, self.has_force_rows = {}, {}, {}
+        self._ff: dict[str, float] = {}
         for s in specs:
-            ek = s.keys["energy"]
-            if missing_e[s.name] == n_groups:
-                keys = ", ".join(f[self._groups[0]].keys())
-                raise DataError(f"{self.path}: energy key {ek!r} of fidelity {s.name!r} is in no "
-                                f"group; keys of group {self._groups[0]!r}: {keys}")
-            ef = energy_factor(s.energy_unit)
-            e = energy[s.name]
-            e *= ef
-            inf = np.flatnonzero(np.isinf(e))
-            if inf.size:
-                raise DataError(f"{self.path}: {self.describe_row(int(inf[0]))}: energy is "
-                                f"{e[inf[0]]} (field {ek!r}); inf labels are not allowed "
-                                "(NaN marks a missing label)")
-            self.energy[s.name] = e
-            conv = "unchanged" if ef == 1.0 else f"converted {s.energy_unit} -> eV (x {_fmt(ef)})"
-            note = f", absent in {missing_e[s.name]} groups" if missing_e[s.name] else ""
-            self.provenance.append(f"{s.name}: energies {ek!r} of {self.path.name} in "
-                                   f"{s.energy_unit}, {conv}{note}")
-            gf = gforces[s.name]
-            self.has_forces[s.name] = bool(gf.any())
-            self.has_force_rows[s.name] = np.repeat(gf, self._sizes) & np.isfinite(e)
-            self._ff[s.name] = force_factor(s.energy_unit, s.length_unit)
-            fk = self._fkeys[s.name]
-            if gf.any():
-                self.provenance.append(
-                    f"{s.name}: forces {fk!r} in {s.energy_unit}/{s.length_unit}, converted "
-                    f"-> eV/Angstrom (x {_fmt(self._ff[s.name])}); a row has forces when its "
-                    "group has them and the row has this energy")
-            else:
-                self.provenance.append(f"{s.name}: no forces" + (f" ({fk!r} absent)" if fk else ""))
+            self._set_labels(index, s)
+
+    # -- index --------------------------------------------------------------------
+    def _set_index(self, index: AniIndex) -> None:
+        """Keep the group metadata (row offsets, compositions, forces fields)."""
+        self._groups, self._sizes, self._start = index.groups, index.sizes, index.start
+        self.n = index.n
+        self._natoms_group, self._masks = index.natoms, index.masks
+        self._gcounts, self._rowcomp = index.counts, index.rowcomp
+        self._fkeys = index.forces_keys
+        self.coord_rtol = 4 * float(np.finfo(np.float32).eps)
+
+    def _set_labels(self, index: AniIndex, s: FidelitySpec) -> None:
+        """Energies in eV, forces availability and provenance of fidelity ``s``."""
+        e, note = energy_in_ev(self.path, index, s)
+        self.energy[s.name] = e
+        self.provenance.append(note)
+        gf = index.group_forces[s.name]
+        self.has_forces[s.name] = bool(gf.any())
+        self.has_force_rows[s.name] = np.repeat(gf, self._sizes) & np.isfinite(e)
+        self._ff[s.name] = force_factor(s.energy_unit, s.length_unit)
+        fk = self._fkeys[s.name]
+        if gf.any():
+            self.provenance.append(
+                f"{s.name}: forces {fk!r} in {s.energy_unit}/{s.length_unit}, converted "
+                f"-> eV/Angstrom (x {fmt_factor(self._ff[s.name])}); a row has forces when its "
+                "group has them and the row has this energy")
+        else:
+            self.provenance.append(f"{s.name}: no forces" + (f" ({fk!r} absent)" if fk else ""))
 
     # -- file handle (one per process; safe with DataLoader workers) ------------------
     def _reset_handles(self) -> None:
@@ -262,8 +145,8 @@ class AniH5Frames(Frames):
         return g, int(i - self._start[g])
 
     def describe_row(self, i: int) -> str:
-        g, r = self._locate(i)
-        return f"group {self._groups[g]!r}, row {r} (dataset row {i})"
+        self._locate(i)  # range check
+        return describe_row(self._groups, self._start, i)
 
     def n_atoms(self) -> np.ndarray:
         out = np.repeat(self._natoms_group, self._sizes)
@@ -277,7 +160,8 @@ class AniH5Frames(Frames):
             total = total + comps.sum(axis=0)
         return tuple(int(e) for e in np.flatnonzero(total))
 
-    def element_counts(self, elements: tuple[int, ...], rows: np.ndarray | None = None) -> np.ndarray:
+    def element_counts(self, elements: tuple[int, ...],
+                       rows: np.ndarray | None = None) -> np.ndarray:
         els = list(elements)
         if rows is not None:
             rows = np.asarray(rows, dtype=np.int64)
@@ -307,8 +191,8 @@ class AniH5Frames(Frames):
                         f = ds[lo:hi].astype(np.float64) * self._ff[fid]
                         block["forces"][fid] = f.astype(np.float32)
         except (OSError, RuntimeError, KeyError) as exc:
-            raise DataError(f"{self.path}: cannot read group {self._groups[g]!r} rows {lo}-{hi - 1} "
-                            f"({exc}); truncated or corrupt file?") from None
+            raise DataError(f"{self.path}: cannot read group {self._groups[g]!r} rows "
+                            f"{lo}-{hi - 1} ({exc}); truncated or corrupt file?") from None
         return block
 
     def _fetch(self, i: int) -> tuple[int, dict, int]:

@@ -5,8 +5,9 @@ Item ``i`` is a ``torch_geometric.data.Data`` with
 * ``z`` (N,) long atomic numbers, ``pos`` (N, 3) float32 Å,
 * ``energy`` (1, F) float64 eV and ``forces`` (N, F, 3) float32 eV/Å, NaN = missing,
 * ``idx`` (1,) long (the row in this dataset),
-* ``edge_index`` (2, E) long, the radius graph at ``cutoff`` (only when a cutoff is set;
-  computed in ``__getitem__``, not at load time).
+* ``edge_index`` (2, E) long, only when the dataset has a graph step (e.g.
+  :class:`~mfgnn.data.transforms.RadiusGraph`), which ``__getitem__`` applies to each item
+  (edges are never stored at load time).
 
 PyG's ``DataLoader`` batches ``energy`` to (B, F) and ``forces`` to (sum N, F, 3).
 """
@@ -14,6 +15,7 @@ PyG's ``DataLoader`` batches ``energy`` to (B, F) and ``forces`` to (sum N, F, 3
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,7 +23,13 @@ from torch.utils.data import Dataset, Subset
 from torch_geometric.data import Data
 
 from .frames import Frames
-from .graph import radius_graph
+from .transforms import GraphTransform
+
+if TYPE_CHECKING:
+    from .spec import DatasetSpec
+
+#: Row indices: a sequence of ints or an integer array.
+Rows = Sequence[int] | np.ndarray
 
 
 class MultiFidelityDataset(Dataset):
@@ -31,8 +39,10 @@ class MultiFidelityDataset(Dataset):
         levels: one (frames, fidelity name) pair per fidelity, in spec order. The first
             frames provide the geometries; all frames must already be checked to hold the
             same geometries (see :func:`mfgnn.data.frames.check_same_geometries`).
-        cutoff: radius graph cutoff in Å, or None for no ``edge_index``.
+        graph: the graph step, a callable ``Data -> Data`` that adds ``edge_index`` (e.g.
+            :class:`~mfgnn.data.transforms.RadiusGraph`); None: items have no edges.
         provenance: conversions and clean-ups made while loading.
+        spec: the :class:`~mfgnn.data.spec.DatasetSpec` the levels come from, if any.
 
     Attributes:
         fidelities: names, low -> high.
@@ -42,14 +52,19 @@ class MultiFidelityDataset(Dataset):
         has_force_rows: (n, F) bool, the row has forces at that fidelity.
         n_atoms: (n,) int64 atoms per structure.
         provenance: list of human-readable strings.
-        cutoff: the graph cutoff (Å) or None.
+        graph: the graph step or None.
+        cutoff: the graph's cutoff (Å): ``graph.cutoff``, None without a graph (or for a
+            graph that declares no cutoff).
         spec: the DatasetSpec it was loaded from (None when built directly).
     """
 
-    def __init__(self, levels: Sequence[tuple[Frames, str]], cutoff: float | None = None,
-                 provenance: Sequence[str] | None = None, spec=None):
+    def __init__(self, levels: Sequence[tuple[Frames, str]], graph: GraphTransform | None = None,
+                 provenance: Sequence[str] | None = None,
+                 spec: DatasetSpec | None = None) -> None:
         if not levels:
             raise ValueError("a dataset needs at least one fidelity")
+        if graph is not None and not callable(graph):
+            raise TypeError(f"graph must be a callable Data -> Data or None, got {graph!r}")
         self._levels = list(levels)
         self._geometry = self._levels[0][0]
         self.fidelities = tuple(fid for _, fid in self._levels)
@@ -65,9 +80,9 @@ class MultiFidelityDataset(Dataset):
         self.n_atoms = self._geometry.n_atoms()
         self.elements = self._geometry.elements()
         self.provenance = list(provenance or [])
-        self.cutoff = None if cutoff is None else float(cutoff)
-        if self.cutoff is not None and not self.cutoff > 0:
-            raise ValueError(f"cutoff must be > 0 Å, got {cutoff}")
+        self.graph = graph
+        cutoff = getattr(graph, "cutoff", None)
+        self.cutoff: float | None = None if cutoff is None else float(cutoff)
         self.spec = spec
         self._counts: np.ndarray | None = None
 
@@ -89,17 +104,14 @@ class MultiFidelityDataset(Dataset):
                 f = frames.forces_row(i, fid)
                 if f is not None:
                     forces[:, k] = f
-        pos_t = torch.from_numpy(np.ascontiguousarray(pos, dtype=np.float32))
         data = Data(
             z=torch.from_numpy(np.ascontiguousarray(z, dtype=np.int64)),
-            pos=pos_t,
+            pos=torch.from_numpy(np.ascontiguousarray(pos, dtype=np.float32)),
             energy=torch.from_numpy(self.energies[i:i + 1].copy()),
             forces=torch.from_numpy(forces),
             idx=torch.tensor([i], dtype=torch.long),
         )
-        if self.cutoff is not None:
-            data.edge_index = radius_graph(pos_t, self.cutoff)
-        return data
+        return data if self.graph is None else self.graph(data)
 
     def element_counts(self) -> np.ndarray:
         """(n, len(elements)) int64: atoms of each element in each row (cached)."""
@@ -107,14 +119,14 @@ class MultiFidelityDataset(Dataset):
             self._counts = self._geometry.element_counts(self.elements)
         return self._counts
 
-    def element_counts_of(self, rows) -> np.ndarray:
+    def element_counts_of(self, rows: Rows) -> np.ndarray:
         """(len(rows), len(elements)) int64 atom counts of some rows, without building the
         full table (useful for samples of very large datasets)."""
         if self._counts is not None:
             return self._counts[rows]
         return self._geometry.element_counts(self.elements, np.asarray(rows, dtype=np.int64))
 
-    def subset(self, indices) -> DatasetSubset:
+    def subset(self, indices: Rows) -> DatasetSubset:
         """A view on some rows (``Data.idx`` keeps the row of this dataset)."""
         return DatasetSubset(self, indices)
 
@@ -127,13 +139,13 @@ class MultiFidelityDataset(Dataset):
 
     def __repr__(self) -> str:
         return (f"MultiFidelityDataset(n={len(self)}, fidelities={self.fidelities}, "
-                f"elements={self.elements}, cutoff={self.cutoff})")
+                f"elements={self.elements}, graph={self.graph!r})")
 
 
 class DatasetSubset(Subset):
     """``torch.utils.data.Subset`` with the dataset attributes restricted to its rows."""
 
-    def __init__(self, dataset: MultiFidelityDataset | DatasetSubset, indices):
+    def __init__(self, dataset: MultiFidelityDataset | DatasetSubset, indices: Rows) -> None:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         n = len(dataset)
         if idx.size and (idx.min() < -n or idx.max() >= n):
@@ -145,6 +157,7 @@ class DatasetSubset(Subset):
         self.has_forces = dataset.has_forces
         self.elements = dataset.elements
         self.provenance = dataset.provenance
+        self.graph = dataset.graph
         self.cutoff = dataset.cutoff
         self.spec = getattr(dataset, "spec", None)
         self.energies = dataset.energies[idx]
@@ -155,6 +168,6 @@ class DatasetSubset(Subset):
         """(len(self), len(elements)) int64 atom counts of the subset's rows."""
         return self.dataset.element_counts()[self.rows]
 
-    def subset(self, indices) -> DatasetSubset:
+    def subset(self, indices: Rows) -> DatasetSubset:
         """A subset of this subset."""
         return DatasetSubset(self, indices)

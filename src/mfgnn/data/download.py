@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sys
 import urllib.request
 from pathlib import Path
@@ -82,12 +81,3 @@ def download(url: str, dest: str | Path, md5: str | None = None, sha256: str | N
         raise
     return dest
 
-
-def copy_atomic(src: str | Path, dest: str | Path) -> Path:
-    """Copy a file to ``dest`` through a temporary name."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
-    return dest

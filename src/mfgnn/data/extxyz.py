@@ -9,25 +9,26 @@ the key has a missing (NaN) label. Periodic cells are ignored (molecules only).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import DataError
 from ..units import energy_factor, force_factor, length_factor
+from .files import check_readable_file, fmt_factor
 from .frames import InMemoryFrames
 
 if TYPE_CHECKING:
+    from ase import Atoms
+
     from .spec import FidelitySpec
 
 
-def _read_frames(path: Path) -> list:
+def _read_frames(path: Path) -> list[Atoms]:
+    """All frames of the file (a list of ``ase.Atoms``), at least one."""
     import ase.io
 
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: the file is empty")
+    check_readable_file(path, "extxyz")
     try:
         frames = ase.io.read(path, index=":", format="extxyz")
     except Exception as exc:  # ASE raises many types on malformed input
@@ -38,23 +39,115 @@ def _read_frames(path: Path) -> list:
     return frames
 
 
-def _calc_result(atoms, name: str):
+def _calc_result(atoms: Atoms, name: str) -> Any:
     calc = atoms.calc
     if calc is None:
         return None
     return getattr(calc, "results", {}).get(name)
 
 
-def _energy(atoms, key: str):
+def _frame_energy(atoms: Atoms, key: str) -> Any:
+    """``atoms.info[key]``, or the calculator's energy for the standard name; else None."""
     if key in atoms.info:
         return atoms.info[key]
     return _calc_result(atoms, "energy") if key == "energy" else None
 
 
-def _forces(atoms, key: str):
+def _frame_forces(atoms: Atoms, key: str) -> Any:
+    """``atoms.arrays[key]``, or the calculator's forces for the standard name; else None."""
     if key in atoms.arrays:
         return atoms.arrays[key]
     return _calc_result(atoms, "forces") if key == "forces" else None
+
+
+# -- geometry -----------------------------------------------------------------------------
+
+
+def _read_geometry(path: Path, frames: list[Atoms], length_unit: str,
+                   provenance: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ptr (n+1,), z (sum N,), pos (sum N, 3) Å) of all frames."""
+    counts = np.array([len(a) for a in frames], dtype=np.int64)
+    ptr = np.concatenate([[0], np.cumsum(counts)])
+    z = np.concatenate([a.numbers for a in frames]).astype(np.int64)
+    lf = length_factor(length_unit)
+    pos = np.concatenate([a.positions for a in frames]).astype(np.float64) * lf
+    provenance.append(f"{path.name}: {len(frames)} frames read with ase.io (extxyz)")
+    if lf != 1.0:
+        provenance.append(f"{path.name}: positions converted {length_unit} -> "
+                          f"Angstrom (x {fmt_factor(lf)})")
+    if any(a.pbc.any() for a in frames):
+        provenance.append(f"{path.name}: periodic cells ignored (molecules only)")
+    return ptr, z, pos
+
+
+# -- labels -------------------------------------------------------------------------------
+
+
+def _key_in_no_frame(path: Path, frames: list[Atoms], key: str, spec: FidelitySpec,
+                     label: str) -> DataError:
+    """The error for a ``label`` ("energy" / "forces") key that no frame has, listing the
+    info keys (energies) or per-atom arrays (forces) that are present."""
+    where, present = ("info", "info keys") if label == "energy" else ("arrays", "arrays")
+    names = sorted({k for a in frames[:100] for k in getattr(a, where)})
+    return DataError(f"{path}: {label} key {key!r} (fidelity {spec.name!r}) is in no frame's "
+                     f"{where}; {present} present: {', '.join(names) or 'none'}")
+
+
+def _energies(path: Path, values: list[Any], key: str) -> np.ndarray:
+    """(n,) float64 energies as stored, NaN where a frame has none."""
+    e = np.full(len(values), np.nan)
+    for r, v in enumerate(values):
+        if v is None:
+            continue
+        try:
+            e[r] = float(np.asarray(v, dtype=np.float64).reshape(()))
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: frame {r}: energy {key!r} is not a number: {v!r}") from None
+    return e
+
+
+def _forces(path: Path, values: list[Any], key: str, ptr: np.ndarray) -> np.ndarray:
+    """(sum N, 3) float64 forces as stored, NaN rows where a frame has none."""
+    f = np.full((int(ptr[-1]), 3), np.nan)
+    for r, v in enumerate(values):
+        if v is None:
+            continue
+        v = np.asarray(v, dtype=np.float64)
+        n_atoms = int(ptr[r + 1] - ptr[r])
+        if v.shape != (n_atoms, 3):
+            raise DataError(f"{path}: frame {r}: forces {key!r} have shape {v.shape}, "
+                            f"expected ({n_atoms}, 3)")
+        f[ptr[r]:ptr[r + 1]] = v
+    return f
+
+
+def _read_energy(path: Path, frames: list[Atoms],
+                 spec: FidelitySpec) -> tuple[np.ndarray, str, str]:
+    """(energies (n,) float64 eV, key, provenance note) of one fidelity."""
+    key = spec.keys.get("energy") or "energy"
+    values = [_frame_energy(a, key) for a in frames]
+    if all(v is None for v in values):
+        raise _key_in_no_frame(path, frames, key, spec, "energy")
+    ef = energy_factor(spec.energy_unit)
+    note = (f"{spec.name}: energies {key!r} of {path.name} in {spec.energy_unit}"
+            + ("" if ef == 1.0 else f", converted -> eV (x {fmt_factor(ef)})"))
+    return _energies(path, values, key) * ef, key, note
+
+
+def _read_forces(path: Path, frames: list[Atoms], spec: FidelitySpec,
+                 ptr: np.ndarray) -> tuple[np.ndarray | None, str | None, str]:
+    """(forces (sum N, 3) float32 eV/Å or None, key, provenance note) of one fidelity. The
+    default key absent from every frame means no forces; a key set in the spec must exist."""
+    key = spec.keys["forces"] if "forces" in spec.keys else "forces"
+    values = [None] * len(frames) if key is None else [_frame_forces(a, key) for a in frames]
+    if all(v is None for v in values):
+        if key is not None and "forces" in spec.keys:
+            raise _key_in_no_frame(path, frames, key, spec, "forces")
+        return None, None, f"{spec.name}: no forces"
+    ff = force_factor(spec.energy_unit, spec.length_unit)
+    note = (f"{spec.name}: forces {key!r} in {spec.energy_unit}/{spec.length_unit}"
+            + ("" if ff == 1.0 else f", converted -> eV/Angstrom (x {fmt_factor(ff)})"))
+    return (_forces(path, values, key, ptr) * ff).astype(np.float32), key, note
 
 
 def read_extxyz(specs: list[FidelitySpec]) -> InMemoryFrames:
@@ -66,63 +159,18 @@ def read_extxyz(specs: list[FidelitySpec]) -> InMemoryFrames:
     """
     path = specs[0].path
     frames = _read_frames(path)
-    counts = np.array([len(a) for a in frames], dtype=np.int64)
-    ptr = np.concatenate([[0], np.cumsum(counts)])
-    z = np.concatenate([a.numbers for a in frames]).astype(np.int64)
-    lf = length_factor(specs[0].length_unit)
-    pos = np.concatenate([a.positions for a in frames]).astype(np.float64) * lf
-    provenance = [f"{path.name}: {len(frames)} frames read with ase.io (extxyz)"]
-    if lf != 1.0:
-        provenance.append(f"{path.name}: positions converted {specs[0].length_unit} -> "
-                          f"Angstrom (x {lf:.15g})")
-    if any(a.pbc.any() for a in frames):
-        provenance.append(f"{path.name}: periodic cells ignored (molecules only)")
+    provenance: list[str] = []
+    ptr, z, pos = _read_geometry(path, frames, specs[0].length_unit, provenance)
     fields = {"positions": "positions", "numbers": "numbers"}
     energy: dict[str, np.ndarray] = {}
     forces: dict[str, np.ndarray | None] = {}
     for spec in specs:
-        ek = spec.keys.get("energy") or "energy"
-        values = [_energy(a, ek) for a in frames]
-        if all(v is None for v in values):
-            info = sorted({k for a in frames[:100] for k in a.info})
-            raise DataError(f"{path}: energy key {ek!r} (fidelity {spec.name!r}) is in no "
-                            f"frame's info; info keys present: {', '.join(info) or 'none'}")
-        e = np.full(len(frames), np.nan)
-        for r, v in enumerate(values):
-            if v is not None:
-                try:
-                    e[r] = float(np.asarray(v, dtype=np.float64).reshape(()))
-                except (TypeError, ValueError):
-                    raise DataError(f"{path}: frame {r}: energy {ek!r} is not a number: "
-                                    f"{v!r}") from None
-        ef = energy_factor(spec.energy_unit)
-        energy[spec.name] = e * ef
-        fields[f"energy:{spec.name}"] = ek
-        provenance.append(f"{spec.name}: energies {ek!r} of {path.name} in {spec.energy_unit}"
-                          + ("" if ef == 1.0 else f", converted -> eV (x {ef:.15g})"))
-        fk = spec.keys["forces"] if "forces" in spec.keys else "forces"
-        fvals = [None] * len(frames) if fk is None else [_forces(a, fk) for a in frames]
-        if all(v is None for v in fvals):
-            if fk is not None and "forces" in spec.keys:
-                arrays = sorted({k for a in frames[:100] for k in a.arrays})
-                raise DataError(f"{path}: forces key {fk!r} (fidelity {spec.name!r}) is in no "
-                                f"frame's arrays; arrays present: {', '.join(arrays)}")
-            forces[spec.name] = None
-            provenance.append(f"{spec.name}: no forces")
-            continue
-        f = np.full((len(z), 3), np.nan)
-        for r, v in enumerate(fvals):
-            if v is None:
-                continue
-            v = np.asarray(v, dtype=np.float64)
-            if v.shape != (counts[r], 3):
-                raise DataError(f"{path}: frame {r}: forces {fk!r} have shape {v.shape}, "
-                                f"expected ({counts[r]}, 3)")
-            f[ptr[r]:ptr[r + 1]] = v
-        ff = force_factor(spec.energy_unit, spec.length_unit)
-        forces[spec.name] = (f * ff).astype(np.float32)
-        fields[f"forces:{spec.name}"] = fk
-        provenance.append(f"{spec.name}: forces {fk!r} in {spec.energy_unit}/{spec.length_unit}"
-                          + ("" if ff == 1.0 else f", converted -> eV/Angstrom (x {ff:.15g})"))
+        energy[spec.name], key, note = _read_energy(path, frames, spec)
+        fields[f"energy:{spec.name}"] = key
+        provenance.append(note)
+        forces[spec.name], key, note = _read_forces(path, frames, spec, ptr)
+        if key is not None:
+            fields[f"forces:{spec.name}"] = key
+        provenance.append(note)
     return InMemoryFrames(path, ptr, z, pos, energy, forces, fields, provenance=provenance,
                           row_word="frame")

@@ -45,11 +45,6 @@ _PAIR_CHUNK = 1 << 20
 _SUBCELLS = 2
 
 
-def has_torch_cluster() -> bool:
-    """True when ``torch_cluster`` is importable and used by :func:`radius_graph`."""
-    return _torch_cluster is not None
-
-
 def radius_graph(pos: Tensor, cutoff: float, batch: Tensor | None = None) -> Tensor:
     """Edges (j -> i) for all pairs i != j of the same structure with |r_i - r_j| < cutoff.
 

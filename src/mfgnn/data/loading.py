@@ -1,4 +1,4 @@
-"""Build a MultiFidelityDataset from a parsed spec.
+"""Load the dataset a spec names: :func:`load_dataset` and :func:`build_dataset`.
 
 Fidelities naming the same file (and the same geometry fields and length unit) are read
 together, so a file is opened once. The first file provides the geometries; every other
@@ -8,6 +8,8 @@ checked for an implausible declared unit (a warning, see :mod:`.plausibility`).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .ani_h5 import read_ani_h5
@@ -16,7 +18,8 @@ from .extxyz import read_extxyz
 from .frames import Frames, check_same_geometries
 from .npz import read_npz
 from .plausibility import warn_energy_scale
-from .spec import DatasetSpec, FidelitySpec
+from .spec import DatasetSpec, FidelitySpec, read_spec
+from .transforms import GraphTransform, RadiusGraph
 
 #: Rows sampled per fidelity for the energy-scale check.
 PLAUSIBILITY_ROWS = 20_000
@@ -29,8 +32,29 @@ def _group_key(f: FidelitySpec) -> tuple:
             f.length_unit)
 
 
-def build_dataset(spec: DatasetSpec, cutoff: float | None = None) -> MultiFidelityDataset:
-    """Read every file of ``spec`` once, verify geometries, return the dataset."""
+def load_dataset(spec: str | os.PathLike | dict | DatasetSpec,
+                 cutoff: float | None = None) -> MultiFidelityDataset:
+    """Load the dataset a spec names: every fidelity aligned row by row, in eV and Å.
+
+    Args:
+        spec: YAML file, dict or :class:`~mfgnn.data.spec.DatasetSpec`.
+        cutoff: radius (Å) of the graph each item carries as ``edge_index``
+            (:class:`~mfgnn.data.transforms.RadiusGraph`); None: no edges.
+
+    Returns:
+        :class:`mfgnn.data.dataset.MultiFidelityDataset`.
+
+    Raises:
+        ConfigError: bad spec. DataError: bad or inconsistent data files.
+        ValueError: cutoff not > 0 (before any file is read).
+    """
+    graph = None if cutoff is None else RadiusGraph(cutoff)
+    return build_dataset(read_spec(spec), graph=graph)
+
+
+def build_dataset(spec: DatasetSpec, graph: GraphTransform | None = None) -> MultiFidelityDataset:
+    """Read every file of ``spec`` once, verify geometries, return the dataset whose items
+    go through ``graph`` (None: no edges)."""
     groups: dict[tuple, list[FidelitySpec]] = {}
     for f in spec.fidelities:
         groups.setdefault(_group_key(f), []).append(f)
@@ -50,7 +74,7 @@ def build_dataset(spec: DatasetSpec, cutoff: float | None = None) -> MultiFideli
             frames_of[m.name] = frames
     assert reference is not None
     levels = [(frames_of[f.name], f.name) for f in spec.fidelities]
-    dataset = MultiFidelityDataset(levels, cutoff=cutoff, provenance=provenance, spec=spec)
+    dataset = MultiFidelityDataset(levels, graph=graph, provenance=provenance, spec=spec)
     rng = np.random.default_rng(0)
     for k, f in enumerate(spec.fidelities):
         rows = np.flatnonzero(np.isfinite(dataset.energies[:, k]))

@@ -31,8 +31,8 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from ..fileio import write_text_atomic
 from ..units import ENERGY_UNITS, LENGTH_UNITS
-from .fileio import write_text_atomic
 
 FORMATS = ("npz", "ani-h5", "extxyz")
 _SUFFIX_FORMATS = {".npz": "npz", ".h5": "ani-h5", ".hdf5": "ani-h5", ".hdf": "ani-h5",
@@ -229,21 +229,3 @@ def read_spec(spec: str | Path | dict | DatasetSpec) -> DatasetSpec:
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse_spec(obj, base_dir=path.resolve().parent, source=path)
-
-
-def load_dataset(spec: str | Path | dict | DatasetSpec, cutoff: float | None = None):
-    """Load the dataset a spec names: every fidelity aligned row by row, in eV and Å.
-
-    Args:
-        spec: YAML file, dict or :class:`DatasetSpec`.
-        cutoff: radius (Å) of the graph each item carries as ``edge_index``; None: no edges.
-
-    Returns:
-        :class:`mfgnn.data.dataset.MultiFidelityDataset`.
-
-    Raises:
-        ConfigError: bad spec. DataError: bad or inconsistent data files.
-    """
-    from .loading import build_dataset
-
-    return build_dataset(read_spec(spec), cutoff=cutoff)

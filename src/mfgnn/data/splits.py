@@ -13,10 +13,38 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from .fileio import write_json_atomic
+from ..config_checks import check_number
+from ..errors import ConfigError, DataError
+from ..fileio import write_json_atomic
 
 _NAMES = ("train", "valid", "test")
+
+
+@dataclass
+class SplitConfig:
+    """The ``split:`` section of a run: counts (int) or fractions (float in (0, 1]) per
+    split.
+
+    ``test: null`` puts every row not in train/valid into test. ``file`` loads a saved
+    split (JSON written by a previous run) instead of drawing one.
+    """
+
+    train: int | float = 0.8
+    valid: int | float = 0.1
+    test: int | float | None = None
+    seed: int = 0
+    file: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in _NAMES:
+            value = getattr(self, name)
+            check_number(value, f"split.{name}", minimum=0, optional=name == "test")
+            if isinstance(value, float) and value > 1:
+                raise ConfigError(f"split.{name}: a fraction must be at most 1, got {value} "
+                                  "(write a count as an integer)")
+        check_number(self.seed, "split.seed", minimum=0, integer=True)
+        if self.file is not None and not isinstance(self.file, str):
+            raise ConfigError(f"split.file must be a path, got {self.file!r}")
 
 
 @dataclass

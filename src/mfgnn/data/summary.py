@@ -15,9 +15,10 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from ..errors import ConfigError
-from .fileio import write_json_atomic
+from ..fileio import write_json_atomic
+from .loading import load_dataset
 from .self_energy import fit_self_energies
-from .spec import DatasetSpec, load_dataset, read_spec
+from .spec import DatasetSpec, read_spec
 
 
 def _symbol(z: int) -> str:

@@ -16,33 +16,69 @@ from __future__ import annotations
 import copy
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from ..config import config_from_dict
-from ..data import Split, fit_self_energies, load_dataset, make_split
+from ..data import Split, load_dataset, make_split
 from ..errors import ConfigError
-from ..io import atomic_json_dump, load_model
-from ..run import train
+from ..fileio import write_json_atomic
+from ..model_file import load_model
+from ..presets import EXPERIMENT_TRAIN, SMALL_MODEL
+from ..training.build import train
+from .baselines import baselines, level_references, self_energy_shift
 from .metrics import Predictions, mean_ci95, score
-from .plan import Experiment, plan_experiments
+from .plan import HEAD_MODES, Experiment, plan_experiments
 from .predict import predict
 from .report import write_figures, write_markdown
 
-#: Default budget: the whole matrix on one small molecule, 3 seeds, in about an hour
-#: on 2 CPU cores.
-DEFAULT_MODEL = {"n_features": 48, "n_interactions": 2, "n_atom_layers": 2,
-                 "n_sensitivities": 20, "tensor_order": 1, "activation": "shifted_softplus"}
-DEFAULT_TRAIN = {"max_epochs": 300, "batch_size": 32, "lr": 2.0e-3, "patience": 30,
-                 "scheduler_patience": 8, "max_time": 90.0}
+
+@dataclass
+class ExperimentSettings:
+    """What ``mfgnn experiment`` runs.
+
+    Args:
+        data: dataset spec (path).
+        low, high: the low-level (energies + forces) and high-level fidelity names.
+        train, valid, test: split sizes (one split, seed 0, shared by every run).
+        out: output folder (re-running resumes).
+        seeds: seeds per experiment.
+        base: base run configuration: ``{"model": ..., "loss": ..., "train": ...}``
+            (None: the small model and the 90 s budget of :mod:`mfgnn.presets`), or
+            the path of a YAML file with those sections.
+        max_epochs, max_time: override ``train.max_epochs`` / ``train.max_time``.
+        heads: head modes of the multi-fidelity experiments.
+        experiments: run only these experiment names (None: the whole matrix).
+    """
+
+    data: str
+    low: str
+    high: str
+    train: int
+    valid: int
+    test: int
+    out: str | Path
+    seeds: int = 3
+    base: dict | str | Path | None = None
+    max_epochs: int | None = None
+    max_time: float | None = None
+    heads: tuple[str, ...] = HEAD_MODES
+    experiments: tuple[str, ...] | None = None
 
 
-def _base_config(path: str | None) -> dict:
-    if not path:
-        return {"model": dict(DEFAULT_MODEL), "train": dict(DEFAULT_TRAIN)}
-    values = yaml.safe_load(Path(path).read_text()) or {}
+def base_config(base: dict | str | Path | None) -> dict:
+    """The model/loss/train sections every run starts from (see
+    :attr:`ExperimentSettings.base`)."""
+    if base is None:
+        return {"model": dict(SMALL_MODEL), "train": dict(EXPERIMENT_TRAIN)}
+    if isinstance(base, dict):
+        values, path = copy.deepcopy(base), "base configuration"
+    else:
+        path = str(base)
+        values = yaml.safe_load(Path(base).read_text()) or {}
     ignored = [k for k in ("data", "labels", "split") if k in values]
     if ignored:
         print(f"note: --config sections {', '.join(ignored)} are set by the experiment "
@@ -51,63 +87,29 @@ def _base_config(path: str | None) -> dict:
     unknown = set(values) - {"model", "loss", "train", "data", "labels", "split"}
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
-    base.setdefault("model", dict(DEFAULT_MODEL))
-    base.setdefault("train", dict(DEFAULT_TRAIN))
+    base.setdefault("model", dict(SMALL_MODEL))
+    base.setdefault("train", dict(EXPERIMENT_TRAIN))
     return base
 
 
-def _composition_groups(dataset, rows: np.ndarray) -> np.ndarray:
-    counts = dataset.element_counts_of(rows)
-    _, groups = np.unique(counts, axis=0, return_inverse=True)
-    return groups.reshape(-1)
-
-
-def _reference(dataset, rows: np.ndarray, fidelity: str):
-    """Energies (n,) and forces (Σ atoms, 3) labels of ``fidelity`` on ``rows``."""
-    t = dataset.fidelities.index(fidelity)
-    energy = dataset.energies[rows, t]
-    forces = np.concatenate([dataset[int(i)].forces[:, t].double().numpy() for i in rows])
-    return energy, forces
-
-
-def baselines(dataset, split: Split, low: str, high: str) -> dict:
-    """Errors of "just use the low-level method" on the test split: the force gap
-    RMS(F_low − F_high) (meV/Å) and the energy gap after fitting each level's
-    self-energies on the training split (meV)."""
-    rows = np.asarray(split.test)
-    e_lo, f_lo = _reference(dataset, rows, low)
-    e_hi, f_hi = _reference(dataset, rows, high)
-    out = {}
-    ok = np.isfinite(f_lo).all(1) & np.isfinite(f_hi).all(1)
-    if ok.any():
-        out["forces_gap_rmse"] = 1000.0 * float(np.sqrt(np.mean((f_lo[ok] - f_hi[ok]) ** 2)))
-    fit = fit_self_energies(dataset, split.train)
-    counts = dataset.element_counts_of(rows)
-    shift = (fit.values[fit.fidelities.index(high)] - fit.values[fit.fidelities.index(low)])
-    gap = e_lo + counts @ shift - e_hi
-    ok = np.isfinite(gap)
-    if ok.any():
-        out["energy_gap_rmse"] = 1000.0 * float(np.sqrt(np.mean(gap[ok] ** 2)))
-    return out
-
-
 def _run_config(base: dict, spec: Path, split_path: Path, exp: Experiment, seed: int,
-                args) -> dict:
+                settings: ExperimentSettings) -> dict:
     values = copy.deepcopy(base)
     values["data"] = str(spec)
     values["labels"] = exp.labels
     values["split"] = {"file": str(split_path)}
     values["model"]["heads"] = exp.heads
     values["train"]["seed"] = seed
-    if args.max_epochs is not None:
-        values["train"]["max_epochs"] = args.max_epochs
-    if args.max_time is not None:
-        values["train"]["max_time"] = args.max_time
+    if settings.max_epochs is not None:
+        values["train"]["max_epochs"] = settings.max_epochs
+    if settings.max_time is not None:
+        values["train"]["max_time"] = settings.max_time
     return values
 
 
-def _run_one(values: dict, run_dir: Path, dataset, rows, low: str, high: str) -> dict:
+def _run_one(values: dict, run_dir: Path, dataset, split: Split, low: str, high: str) -> dict:
     """Train (or resume) one run and score it on the test split, for both fidelities."""
+    rows = np.asarray(split.test)
     cached = run_dir / "predictions.npz"
     if not cached.is_file():
         if not (run_dir / "model.pt").is_file():
@@ -118,7 +120,7 @@ def _run_one(values: dict, run_dir: Path, dataset, rows, low: str, high: str) ->
         np.savez(cached, fidelities=np.array(model.fidelities), energy=energies, forces=forces)
     data = np.load(cached)
     fids = [str(f) for f in data["fidelities"]]
-    groups = _composition_groups(dataset, rows)
+    refs = level_references(dataset, rows)
     result = {}
     for role, fid in (("low", low), ("high", high)):
         if fid in fids:
@@ -127,24 +129,19 @@ def _run_one(values: dict, run_dir: Path, dataset, rows, low: str, high: str) ->
         elif role == "high" and low in fids:
             # a low-level-only model used as a high-level one (energies shifted by the
             # self-energy difference, so only the shape is compared)
+            # the self-energy shift is fitted on the training split, never on test labels
             t = fids.index(low)
-            pred = Predictions(data["energy"][:, t] + _self_energy_shift(dataset, rows, low, high),
-                               data["forces"][:, t])
+            shift = self_energy_shift(dataset, split.train, rows, low, high)
+            pred = Predictions(data["energy"][:, t] + shift, data["forces"][:, t])
         else:
             continue
-        e_ref, f_ref = _reference(dataset, rows, fid)
-        result[role] = score(pred, e_ref, f_ref, groups)
+        result[role] = score(pred, *refs.of(fid), refs.groups)
     return result
 
 
-def _self_energy_shift(dataset, rows, low: str, high: str) -> np.ndarray:
-    fit = fit_self_energies(dataset, rows)
-    delta = fit.values[fit.fidelities.index(high)] - fit.values[fit.fidelities.index(low)]
-    return dataset.element_counts_of(rows) @ delta
-
-
-def run_experiment(args, log=None) -> int:
-    """Run the whole matrix described by the parsed ``mfgnn experiment`` arguments."""
+def run_experiment(settings: ExperimentSettings, log=None) -> int:
+    """Run the matrix of ``settings``; writes results.json, results.md and figures."""
+    args = settings
     log = sys.stderr if log is None else log
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,11 +150,9 @@ def run_experiment(args, log=None) -> int:
         if name not in dataset.fidelities:
             raise ConfigError(f"{role} {name!r} is not a fidelity of {args.data} "
                               f"(it has: {', '.join(dataset.fidelities)})")
-    heads = tuple(h.strip() for h in args.heads.split(",") if h.strip())
-    chosen = getattr(args, "experiments", None)
-    only = tuple(n.strip() for n in chosen.split(",") if n.strip()) if chosen else None
     plan = plan_experiments(args.low, args.high, dataset.has_forces[args.high],
-                            dataset.has_forces[args.low], heads, only)
+                            dataset.has_forces[args.low], tuple(args.heads),
+                            tuple(args.experiments) if args.experiments else None)
     split_path = out / "split.json"
     if split_path.is_file():
         split = Split.load(split_path)
@@ -165,7 +160,7 @@ def run_experiment(args, log=None) -> int:
         split = make_split(len(dataset), args.train, args.valid, args.test, seed=0)
         split.save(split_path)
     spec = Path(args.data).resolve()
-    base = _base_config(args.config)
+    base = base_config(args.base)
     rows = np.asarray(split.test)
     cut = load_dataset(args.data, cutoff=base["model"].get("cutoff", 6.5))
     jobs = [(exp, seed) for exp in plan for seed in range(args.seeds)]
@@ -178,7 +173,7 @@ def run_experiment(args, log=None) -> int:
         run_dir = out / "runs" / exp.folder / f"seed{seed}"
         fresh = not (run_dir / "predictions.npz").is_file()
         values = _run_config(base, spec, split_path, exp, seed, args)
-        result = _run_one(values, run_dir, cut, rows, args.low, args.high)
+        result = _run_one(values, run_dir, cut, split, args.low, args.high)
         per_run[exp.name].append(result)
         trained += fresh
         elapsed = time.monotonic() - start
@@ -199,7 +194,7 @@ def run_experiment(args, log=None) -> int:
         "baseline": baselines(cut, split, args.low, args.high),
         "experiments": {name: _aggregate(runs) for name, runs in per_run.items()},
     }
-    atomic_json_dump(results, out / "results.json")
+    write_json_atomic(out / "results.json", results)
     write_markdown(results, out / "results.md")
     write_figures(results, out, per_run_dirs={e.name: out / "runs" / e.folder for e in plan},
                   dataset=cut, rows=rows)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..metrics import MILLI, error_summary, labelled_errors
+
 # two-sided 95 % Student-t quantiles t_{0.975, dof} for dof = 1..30
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
          2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
@@ -59,20 +61,16 @@ class Predictions:
 
 def score(pred: Predictions, energy_ref: np.ndarray, forces_ref: np.ndarray,
           groups: np.ndarray) -> dict:
-    """Energy RMSE/MAE (meV), force RMSE/MAE (meV/Å, over components) and ΔE RMSE (meV)
-    on the labelled entries; a metric is absent when no such label exists."""
+    """Energy RMSE/MAE/P99 (meV), force RMSE/MAE/P99 (meV/Å, over components) and ΔE
+    RMSE (meV) on the labelled entries (:func:`mfgnn.metrics.error_summary`); a metric
+    is absent when no such label exists."""
     out: dict = {}
     ok = np.isfinite(energy_ref)
-    if ok.any():
-        e = pred.energy[ok] - energy_ref[ok]
-        out["energy_rmse"] = 1000.0 * float(np.sqrt(np.mean(e * e)))
-        out["energy_mae"] = 1000.0 * float(np.mean(np.abs(e)))
+    e = labelled_errors(pred.energy, energy_ref)
+    out.update(error_summary(e, "energy"))
+    if e.size == ok.sum() and e.size:
         d = pairwise_difference_rmse(e, groups[ok])
         if d is not None:
-            out["delta_e_rmse"] = 1000.0 * d
-    okf = np.isfinite(forces_ref).all(axis=1)
-    if okf.any():
-        f = pred.forces[okf] - forces_ref[okf]
-        out["forces_rmse"] = 1000.0 * float(np.sqrt(np.mean(f * f)))
-        out["forces_mae"] = 1000.0 * float(np.mean(np.abs(f)))
+            out["delta_e_rmse"] = MILLI * d
+    out.update(error_summary(labelled_errors(pred.forces, forces_ref), "forces"))
     return out

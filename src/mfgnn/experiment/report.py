@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_write
+from ..fileio import write_text_atomic
 
 _COLUMNS = [("energy_rmse", "E RMSE (meV)"), ("forces_rmse", "F RMSE (meV/Å)"),
             ("delta_e_rmse", "ΔE RMSE (meV)"), ("energy_mae", "E MAE (meV)"),
@@ -58,7 +58,7 @@ def markdown_tables(results: dict) -> str:
 
 def write_markdown(results: dict, path: Path) -> None:
     text = markdown_tables(results)
-    atomic_write(path, lambda handle: handle.write(text.encode()))
+    write_text_atomic(path, text)
 
 
 def best_mf_with_low_forces(results: dict) -> str | None:

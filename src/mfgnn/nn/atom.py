@@ -14,6 +14,7 @@ import torch.nn.functional as fn
 from torch import Tensor, nn
 
 from mfgnn.errors import ConfigError
+from mfgnn.nn.config import DEFAULT_ACTIVATION
 
 
 class ShiftedSoftplus(nn.Module):
@@ -41,7 +42,7 @@ class AtomLayer(nn.Module):
         residual: add the input, z' = z + f(...), when ``in_features == out_features``.
     """
 
-    def __init__(self, in_features: int, out_features: int, activation: str = "softplus", residual: bool = True) -> None:
+    def __init__(self, in_features: int, out_features: int, activation: str = DEFAULT_ACTIVATION, residual: bool = True) -> None:
         super().__init__()
         self.linear = nn.Linear(in_features, out_features)
         self.activation = make_activation(activation)

@@ -6,14 +6,16 @@ Defaults follow the ANI-1x study of Messerly et al. (HIP-NN-TS, soft sensitivity
 
 from __future__ import annotations
 
-import difflib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
+from mfgnn.config_checks import build_section
 from mfgnn.errors import ConfigError
 
 #: Names accepted by :attr:`HIPNNConfig.activation`.
 ACTIVATIONS = ("softplus", "shifted_softplus", "silu", "tanh")
+#: The activation of the model and, by default, of every layer.
+DEFAULT_ACTIVATION = "shifted_softplus"
 #: Names accepted by :attr:`HIPNNConfig.heads`.
 HEAD_MODES = ("independent", "delta", "tethered")
 #: Places accepted by :attr:`EquivariantConfig.position`.
@@ -69,15 +71,7 @@ class EquivariantConfig:
         """Build from a mapping; unknown keys raise :class:`~mfgnn.errors.ConfigError` naming them."""
         if not isinstance(d, Mapping):
             raise ConfigError(f"model.equivariant must be a mapping (or null), got {d!r}")
-        known = [f.name for f in fields(cls)]
-        for key in d:
-            if key not in known:
-                match = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
-                hint = f"; did you mean {match[0]!r}?" if match else ""
-                raise ConfigError(
-                    f"model.equivariant: unknown key {key!r}{hint} (allowed: {', '.join(known)})"
-                )
-        return cls(**dict(d))
+        return build_section(cls, d, "model.equivariant")
 
 
 @dataclass
@@ -123,7 +117,7 @@ class HIPNNConfig:
     soft_max: float = 5.5
     tensor_order: int = 0
     residual: bool = True
-    activation: str = "shifted_softplus"
+    activation: str = DEFAULT_ACTIVATION
     heads: str = "independent"
     head_penalty: float = 1.0e-3
     n_tensor_channels: int = 32
@@ -166,14 +160,7 @@ class HIPNNConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "HIPNNConfig":
         """Build from a mapping; unknown keys raise :class:`~mfgnn.errors.ConfigError`."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown model option(s) {', '.join(map(repr, unknown))}; "
-                f"known options: {', '.join(sorted(known))}"
-            )
-        return cls(**dict(d))
+        return build_section(cls, d, "model")
 
 
 def _check_int(cfg: Any, name: str, minimum: int, where: str = "model") -> None:

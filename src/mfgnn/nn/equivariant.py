@@ -51,7 +51,7 @@ from e3nn.nn import Gate
 from torch import Tensor, nn
 
 from mfgnn.nn.atom import make_activation
-from mfgnn.nn.config import EquivariantConfig
+from mfgnn.nn.config import DEFAULT_ACTIVATION, EquivariantConfig
 from mfgnn.nn.pairs import PairGeometry
 from mfgnn.nn.sensitivity import GaussianSensitivity
 
@@ -156,7 +156,7 @@ class EquivariantBlock(nn.Module):
     """
 
     def __init__(self, in_features: int, out_features: int, config: EquivariantConfig, n_sensitivities: int = 20,
-                 soft_min: float = 0.75, soft_max: float = 5.5, cutoff: float = 6.5, activation: str = "softplus",
+                 soft_min: float = 0.75, soft_max: float = 5.5, cutoff: float = 6.5, activation: str = DEFAULT_ACTIVATION,
                  residual: bool = True) -> None:
         super().__init__()
         self.config = config

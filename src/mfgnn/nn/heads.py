@@ -54,9 +54,10 @@ class HierarchicalHeads(nn.Module):
     def reset_parameters(self) -> None:
         """Small weights N(0, (0.1/√features_n)²), zero biases; see the class notes per mode.
 
-        With positive (softplus) features of O(1–10) this starts each E^n_{i,t} at
-        ~0.1–1 eV: small, yet large enough for the trunk to receive useful gradients
-        from the first steps (a 10× smaller start measurably slowed early training).
+        The scale 0.1/√features_n starts each E^n_{i,t} at about a tenth of the size of
+        the features (shifted-softplus features are zero-centred at initialisation):
+        small, yet large enough for the trunk to receive useful gradients from the first
+        steps (a 10× smaller start measurably slowed early training).
         """
         with torch.no_grad():
             for lin in self.linears:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from mfgnn.nn.atom import AtomLayer, make_activation
+from mfgnn.nn.config import DEFAULT_ACTIVATION
 from mfgnn.nn.pairs import PairGeometry
 from mfgnn.nn.sensitivity import GaussianSensitivity
 from mfgnn.nn.tensor_sensitivity import TensorSensitivity
@@ -53,7 +54,7 @@ class InteractionLayer(nn.Module):
         cutoff: float = 6.5,
         tensor_order: int = 0,
         n_tensor_channels: int = 32,
-        activation: str = "softplus",
+        activation: str = DEFAULT_ACTIVATION,
         residual: bool = True,
     ) -> None:
         super().__init__()
@@ -116,7 +117,7 @@ class InteractionBlock(nn.Module):
         **interaction: remaining :class:`InteractionLayer` arguments.
     """
 
-    def __init__(self, in_features: int, n_features: int, n_atom_layers: int, activation: str = "softplus",
+    def __init__(self, in_features: int, n_features: int, n_atom_layers: int, activation: str = DEFAULT_ACTIVATION,
                  residual: bool = True, **interaction) -> None:
         super().__init__()
         self.interaction = InteractionLayer(

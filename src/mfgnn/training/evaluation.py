@@ -4,30 +4,36 @@ model trained to high-level energies only)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 
+from ..errors import ConfigError, ModelError
+from ..fileio import write_json_atomic
 from ..loss import MultiFidelityLoss
-from .metrics import MetricAccumulator
-from .setup import select_columns
+from ..metrics import MetricAccumulator
+from ..model_file import load_model
+from .batches import BatchSource
 
 
-def evaluate_model(model, loader, columns: list[int | None] | None = None,
-                   loss_fn: MultiFidelityLoss | None = None) -> tuple[float, dict]:
-    """Mean loss (when ``loss_fn`` is given, else NaN) and per-fidelity metrics.
+def evaluate_model(model, batches, loss_fn: MultiFidelityLoss | None = None
+                   ) -> tuple[float, dict]:
+    """Mean loss (when ``loss_fn`` is given, else NaN) and per-fidelity metrics
+    (:class:`~mfgnn.metrics.MetricAccumulator`).
 
     Args:
         model: a :class:`~mfgnn.nn.MultiFidelityHIPNN`.
-        loader: batches whose label columns are the dataset's.
-        columns: for each model fidelity, its column in the batch labels.
+        batches: batches whose label columns are the model's (see
+            :class:`~mfgnn.training.batches.BatchSource`).
+        loss_fn: the training loss, to report the validation loss.
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     metrics = MetricAccumulator(model.fidelities)
-    total, batches = 0.0, 0
-    for batch in loader:
-        if columns is not None:
-            batch = select_columns(batch, columns)
+    total, count = 0.0, 0
+    for batch in batches:
         batch = batch.to(device)
         has_forces = bool(torch.isfinite(batch.forces[..., 0]).any())
         out = model(batch, forces=has_forces)
@@ -36,7 +42,71 @@ def evaluate_model(model, loader, columns: list[int | None] | None = None,
         if loss_fn is not None:
             with torch.no_grad():
                 total += float(loss_fn(out, batch, model.hierarchicality(out)).total)
-            batches += 1
+            count += 1
     model.train(was_training)
-    loss = total / batches if batches else float("nan")
+    loss = total / count if count else float("nan")
     return loss, metrics.summary()
+
+
+def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "test",
+                 json_path: str | None = None, batch_size: int = 256,
+                 dtype: torch.dtype | None = None) -> dict:
+    """Energy and force errors per fidelity of a trained run (``mfgnn evaluate``).
+
+    By default on the run's own ``split`` ("train", "valid", "test"); with ``data`` (a
+    dataset spec) on every row of that dataset, matching fidelities by name.
+    Returns ``{fidelity: {"energy_rmse", "energy_mae", "energy_p99": meV,
+    "forces_rmse", "forces_mae", "forces_p99": meV/Å, "n_energy", "n_forces"}}``.
+    """
+    from ..config import load_config
+    from ..data import Split, load_dataset
+
+    run_dir = Path(run_dir)
+    model = load_model(run_dir / "model.pt", dtype=dtype)
+    if data is None:
+        if split not in ("train", "valid", "test"):
+            raise ConfigError(f"--split must be train, valid or test, not {split!r}")
+        config = load_config(run_dir / "config.yaml")
+        dataset = load_dataset(config.resolved_data(), cutoff=model.config.cutoff)
+        rows = getattr(Split.load(run_dir / "split.json"), split)
+    else:
+        dataset = load_dataset(data, cutoff=model.config.cutoff)
+        rows = np.arange(len(dataset))
+    columns = [dataset.fidelities.index(f) if f in dataset.fidelities else None
+               for f in model.fidelities]
+    if all(c is None for c in columns):
+        raise ConfigError(
+            f"the data has none of the model's fidelities (model: "
+            f"{', '.join(model.fidelities)}; data: {', '.join(dataset.fidelities)})")
+    check_elements(model, dataset, rows, run_dir / "model.pt")
+    source = BatchSource(dataset, rows, columns, batch_size)
+    _, metrics = evaluate_model(model, source.batches())
+    if json_path:
+        try:
+            write_json_atomic(json_path, metrics)
+        except OSError as exc:
+            raise ConfigError(f"could not write {json_path}: {exc.strerror or exc}") from None
+    return metrics
+
+
+def check_elements(model, dataset, rows, model_path) -> None:
+    """ModelError naming the data file, the first row and the element when ``rows`` of
+    ``dataset`` hold an element the model was not trained on."""
+    unknown = [z for z in dataset.elements if z not in model.elements]
+    if not unknown:
+        return
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = [dataset.elements.index(z) for z in unknown]
+    counts = dataset.element_counts_of(rows)[:, cols] if len(rows) else np.zeros((0, 1))
+    hit = np.flatnonzero(counts.sum(axis=1) > 0)
+    if not hit.size:
+        return
+    row = int(rows[hit[0]])
+    found = [z for z, c in zip(unknown, counts[hit[0]]) if c > 0]
+    spec = getattr(dataset, "spec", None)
+    source = ", ".join(str(f.path) for f in spec.fidelities) if spec is not None else "the data"
+    more = f" (and {hit.size - 1} more rows)" if hit.size > 1 else ""
+    raise ModelError(
+        f"{source}: row {row}{more} holds element(s) {', '.join(map(str, found))} (atomic "
+        f"numbers), which the model {model_path} was not trained on; allowed atomic numbers: "
+        f"{', '.join(map(str, model.elements))}")

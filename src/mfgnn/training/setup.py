@@ -17,12 +17,12 @@ import torch
 from ..config import RunConfig
 from ..data import MultiFidelityDataset, Split, fit_self_energies, load_dataset, make_split
 from ..errors import ConfigError, DataError
-from ..nn import MultiFidelityHIPNN
 
 
 @dataclass
 class RunSetup:
-    """Everything a :class:`~mfgnn.training.trainer.Trainer` needs."""
+    """The data side of a run, from which :func:`~mfgnn.training.build.build_trainer`
+    makes the trainer's parts."""
 
     config: RunConfig
     dataset: MultiFidelityDataset
@@ -130,25 +130,3 @@ def _field(dataset: MultiFidelityDataset, name: str, kind: str) -> str:
             key = f.keys.get(kind)
             return f"field {key!r} of {f.path}" if key else f"the {kind} field of {f.path}"
     return f"field {kind}"
-
-
-def build_model(setup: RunSetup) -> MultiFidelityHIPNN:
-    """A fresh model for ``setup`` (seeded by ``train.seed``)."""
-    torch.manual_seed(setup.config.train.seed)
-    return MultiFidelityHIPNN(setup.config.model, setup.fidelities,
-                              setup.dataset.elements, setup.self_energies)
-
-
-def select_columns(batch, columns: list[int | None]):
-    """Keep only the label columns of the model's fidelities, in the model's order; a
-    ``None`` column (a model fidelity the data lacks) becomes all-NaN labels."""
-    if list(range(batch.energy.shape[1])) == list(columns):
-        return batch
-    energy = batch.energy.new_full((batch.energy.shape[0], len(columns)), float("nan"))
-    forces = batch.forces.new_full((batch.forces.shape[0], len(columns), 3), float("nan"))
-    for t, col in enumerate(columns):
-        if col is not None:
-            energy[:, t] = batch.energy[:, col]
-            forces[:, t] = batch.forces[:, col]
-    batch.energy, batch.forces = energy, forces
-    return batch

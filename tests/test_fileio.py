@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from mfgnn.data.fileio import savez_atomic, write_atomic, write_json_atomic, write_text_atomic
+from mfgnn.fileio import savez_atomic, write_atomic, write_json_atomic, write_text_atomic
 
 
 def test_failed_write_keeps_previous_file(tmp_path):
@@ -26,8 +26,10 @@ def test_failed_write_keeps_previous_file(tmp_path):
 def test_json_and_npz(tmp_path):
     write_json_atomic(tmp_path / "a" / "s.json", {"x": [1, 2]})
     assert json.loads((tmp_path / "a" / "s.json").read_text()) == {"x": [1, 2]}
-    with pytest.raises(ValueError):  # NaN is not JSON: nothing is written
-        write_json_atomic(tmp_path / "b.json", {"x": float("nan")})
-    assert not (tmp_path / "b.json").exists()
+    # one policy for non-finite numbers: strict JSON has no NaN, so they become null
+    write_json_atomic(tmp_path / "b.json", {"x": float("nan"), "y": [np.float64("inf"), 2.5]})
+    text = (tmp_path / "b.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"x": None, "y": [None, 2.5]}
     savez_atomic(tmp_path / "d.npz", E=np.arange(3.0))
     assert np.load(tmp_path / "d.npz")["E"].tolist() == [0.0, 1.0, 2.0]

@@ -1,12 +1,16 @@
-"""Atomic file writes: write to a temporary file in the target folder, then rename.
+"""Every file the package writes goes through here: write to a temporary file in the
+target folder, fsync, rename, fsync the folder.
 
-A reader never sees a half-written spec, split, summary or data file, and an interrupted
-write leaves the previous version (or nothing) in place.
+A reader never sees a half-written spec, split, summary, metrics, checkpoint or model
+file, and an interrupted write leaves the previous version (or nothing) in place.
+JSON has one policy for non-finite numbers: NaN and ±inf are written as ``null``
+(strict JSON has no NaN), so every file parses with any reader.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import torch
 
 
 def _umask() -> int:
@@ -69,13 +74,46 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return write_atomic(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, ±inf) replaced by None, recursively
+    through dicts, lists and tuples; numpy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON atomically (NaN is not allowed: use None)."""
-    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
+    """Write ``obj`` as indented UTF-8 JSON atomically; NaN and ±inf become ``null``."""
+    text = json.dumps(finite_or_none(obj), indent=2, allow_nan=False) + "\n"
     return write_text_atomic(path, text)
+
+
+def write_torch_atomic(path: str | Path, obj: Any) -> Path:
+    """``torch.save(obj)`` atomically."""
+    return write_atomic(path, lambda fh: torch.save(obj, fh))
 
 
 def savez_atomic(path: str | Path, compressed: bool = True, **arrays: np.ndarray) -> Path:
     """``np.savez_compressed`` (or ``np.savez``) atomically; ``path`` should end in .npz."""
     save = np.savez_compressed if compressed else np.savez
     return write_atomic(path, lambda fh: save(fh, **arrays))
+
+
+def remove_stale_temporaries(folder: str | Path, names) -> list[Path]:
+    """Delete the temporary files that writes of ``names`` in ``folder`` left behind when
+    the process was killed mid-write (the files they were to replace are intact)."""
+    removed = []
+    for path in Path(folder).glob(".*.tmp"):
+        if any(path.name[1:].startswith(f"{name}.") for name in names):
+            try:
+                path.unlink()
+                removed.append(path)
+            except OSError:
+                pass
+    return removed

@@ -13,49 +13,44 @@ better than simply using the MP2 forces (the "raw gap").
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
+HELP = "multi- vs single-fidelity training on the bundled H2CO data"
 
-from .config import config_from_dict
-from .data import Split, demo_spec_path, load_dataset
-from .io import atomic_json_dump
-from .run import evaluate_run, train
-
-#: The architecture and budget of the demo (small enough for a laptop CPU).
-DEMO_MODEL = {"n_features": 48, "n_interactions": 2, "n_atom_layers": 2,
-              "n_sensitivities": 16, "cutoff": 6.5, "tensor_order": 1,
-              "activation": "shifted_softplus",
-              "heads": "delta", "head_penalty": 1.0e-3}
-DEMO_TRAIN = {"max_epochs": 150, "batch_size": 32, "lr": 2.0e-3, "patience": 30,
-              "scheduler_patience": 8, "seed": 0, "max_time": 150.0}
-DEMO_SPLIT = {"train": 1000, "valid": 200, "test": 200, "seed": 0}
-
+#: The demo's two experiments: name -> labels.
 EXPERIMENTS = {
     "MF-mp2/EF-f12/E": {"mp2": ["energy", "forces"], "f12": ["energy"]},
     "SF-f12/E": {"f12": ["energy"]},
 }
+DEMO_SPLIT = {"train": 1000, "valid": 200, "test": 200, "seed": 0}
 
 
-def raw_force_gap(spec, indices, low: str, high: str) -> float:
-    """RMS of F_low − F_high over force components of ``indices`` (meV/Å): the error of
-    using the low level's forces as high-level forces."""
-    dataset = load_dataset(spec)
-    lo, hi = dataset.fidelities.index(low), dataset.fidelities.index(high)
-    sq, n = 0.0, 0
-    for i in indices:
-        f = dataset[int(i)].forces.double()
-        d = f[:, lo] - f[:, hi]
-        ok = d.isfinite()
-        sq += float(d[ok].square().sum())
-        n += int(ok.sum())
-    return 1000.0 * (sq / n) ** 0.5
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/demo", help="folder for the two runs")
+    p.add_argument("--max-epochs", type=int, default=None)
+    p.add_argument("--max-time", type=float, default=None,
+                   help="seconds of training per model")
+    p.add_argument("--resume", action="store_true", help="continue unfinished demo runs")
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_demo(args.out, max_epochs=args.max_epochs, max_time=args.max_time,
+                    resume=args.resume)
 
 
 def run_demo(out_dir: str | Path = "runs/demo", max_epochs: int | None = None,
              max_time: float | None = None, resume: bool = False, log=None) -> int:
     """Train both demo models into ``out_dir`` and print the comparison."""
+    from ..config import config_from_dict
+    from ..data import Split, demo_spec_path, load_dataset
+    from ..experiment.baselines import level_references, raw_force_gap
+    from ..fileio import write_json_atomic
+    from ..presets import DEMO_TRAIN, SMALL_MODEL
+    from ..training.build import train
+    from ..training.evaluation import evaluate_run
+
     log = sys.stderr if log is None else log
     out_dir = Path(out_dir)
     spec = str(demo_spec_path())
@@ -64,36 +59,38 @@ def run_demo(out_dir: str | Path = "runs/demo", max_epochs: int | None = None,
         train_cfg["max_epochs"] = max_epochs
     if max_time is not None:
         train_cfg["max_time"] = max_time
+    model = {**SMALL_MODEL, "heads": "delta", "head_penalty": 1.0e-3}
     results = {}
     for name, labels in EXPERIMENTS.items():
-        run = out_dir / name.replace("/", "_")
+        run_dir = out_dir / name.replace("/", "_")
         print(f"== {name}: training on {labels}", file=log, flush=True)
-        if not (run / "model.pt").is_file() or not resume:
+        if not (run_dir / "model.pt").is_file() or not resume:
             config = config_from_dict({"data": spec, "labels": labels, "split": DEMO_SPLIT,
-                                       "model": DEMO_MODEL, "train": train_cfg})
-            train(config, run, resume=resume, log=log)
-        results[name] = evaluate_run(run)
+                                       "model": model, "train": train_cfg})
+            train(config, run_dir, resume=resume, log=log)
+        results[name] = evaluate_run(run_dir)
     split = Split.load(out_dir / "SF-f12_E" / "split.json")
-    gap = raw_force_gap(spec, split.test, "mp2", "f12")
+    gap = raw_force_gap(level_references(load_dataset(spec), split.test), "mp2", "f12")
     summary = {"units": {"energy": "meV", "forces": "meV/A"},
                "raw_mp2_vs_f12_forces_rmse": gap,
                "experiments": {k: v.get("f12", {}) for k, v in results.items()}}
-    atomic_json_dump(summary, out_dir / "demo_results.json")
+    write_json_atomic(out_dir / "demo_results.json", summary)
     print(format_demo(summary))
     return 0
 
 
 def format_demo(summary: dict) -> str:
     """The demo's result table."""
+    nan = float("nan")
     gap = summary["raw_mp2_vs_f12_forces_rmse"]
     lines = ["", "CCSD(T)-F12 errors on the test split (no model saw F12 forces):",
              f"{'experiment':<20}{'E RMSE meV':>12}{'F RMSE meV/Å':>15}{'F / gap':>10}"]
     for name, m in summary["experiments"].items():
-        f = m.get("forces_rmse", float("nan"))
-        lines.append(f"{name:<20}{m.get('energy_rmse', float('nan')):>12.2f}{f:>15.1f}"
+        f = m.get("forces_rmse", nan)
+        lines.append(f"{name:<20}{m.get('energy_rmse', nan):>12.2f}{f:>15.1f}"
                      f"{f / gap:>10.2f}")
     lines.append(f"{'MP2 forces as F12':<20}{'':>12}{gap:>15.1f}{1.0:>10.2f}")
-    mf = summary["experiments"].get("MF-mp2/EF-f12/E", {}).get("forces_rmse", np.nan)
-    sf = summary["experiments"].get("SF-f12/E", {}).get("forces_rmse", np.nan)
+    mf = summary["experiments"].get("MF-mp2/EF-f12/E", {}).get("forces_rmse", nan)
+    sf = summary["experiments"].get("SF-f12/E", {}).get("forces_rmse", nan)
     lines.append(f"\nMF / SF force RMSE ratio: {mf / sf:.2f}")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Self-describing model files (``model.pt``) and atomic file writes.
+"""Self-describing model files (``model.pt``): writing, reading, checking.
 
 A model file is a ``torch.save`` mapping::
 
@@ -12,21 +12,20 @@ A model file is a ``torch.save`` mapping::
 
 Loading checks the format, the version and the weights' checksum and fails with a
 :class:`CheckpointError` that says what was found (both versions, or what is corrupt).
-Every file is written through :func:`atomic_write` (temporary file, fsync, rename,
-fsync of the folder), so a crash never leaves a half-written file in place.
+The file is written atomically (:mod:`mfgnn.fileio`), so a crash never leaves a
+half-written model in place.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import __version__
-from .data.fileio import write_atomic
+from .fileio import write_torch_atomic
 from .errors import CheckpointError, MfgnnError
 from .nn import MultiFidelityHIPNN
 
@@ -34,22 +33,6 @@ MODEL_FORMAT = "mfgnn-model"
 MODEL_FORMAT_VERSION = 1
 
 UNITS = {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom"}
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Write a file all or nothing (see :func:`mfgnn.data.fileio.write_atomic`)."""
-    write_atomic(path, write)
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` through :func:`atomic_write`."""
-    atomic_write(path, lambda handle: torch.save(obj, handle))
-
-
-def atomic_json_dump(obj: Any, path: str | Path) -> None:
-    """JSON (indented, UTF-8) through :func:`atomic_write`."""
-    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
-    atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def model_metadata(model: MultiFidelityHIPNN, trained_labels: dict[str, list[str]],
@@ -114,7 +97,7 @@ def save_model(path: str | Path, model: MultiFidelityHIPNN,
         "state_sha256": state_digest(state),
         "metadata": model_metadata(model, trained_labels, extra_metadata),
     }
-    atomic_torch_save(payload, path)
+    write_torch_atomic(path, payload)
 
 
 def read_model_file(path: str | Path) -> dict[str, Any]:
@@ -141,7 +124,7 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     missing = [k for k in ("hparams", "state_dict", "metadata") if not isinstance(payload.get(k), dict)]
     if missing:
         raise CheckpointError(f"{path}: model file lacks {', '.join(missing)}; corrupt or "
-                              "not written by mfgnn.io.save_model")
+                              "not written by mfgnn.model_file.save_model")
     expected = payload.get("state_sha256")
     if expected is not None:  # files written before the checksum was added have none
         try:

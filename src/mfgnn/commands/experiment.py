@@ -1,8 +1,11 @@
-"""Arguments of ``mfgnn experiment`` and the entry point that runs the matrix."""
+"""``mfgnn experiment --data SPEC --low NAME --high NAME --train N --valid N --test N
+--out DIR``: the paper's experiment matrix (:mod:`mfgnn.experiment.matrix`)."""
 
 from __future__ import annotations
 
 import argparse
+
+HELP = "the paper's experiment matrix: which labels give the best high level"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,7 +27,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (re-running resumes)")
 
 
-def run_from_args(args) -> int:
-    from .matrix import run_experiment
+def _names(text: str | None) -> tuple[str, ...] | None:
+    if not text:
+        return None
+    return tuple(n.strip() for n in text.split(",") if n.strip())
 
-    return run_experiment(args)
+
+def run(args: argparse.Namespace) -> int:
+    from ..experiment.matrix import ExperimentSettings, run_experiment
+
+    settings = ExperimentSettings(
+        data=args.data, low=args.low, high=args.high, train=args.train, valid=args.valid,
+        test=args.test, out=args.out, seeds=args.seeds, base=args.config,
+        max_epochs=args.max_epochs, max_time=args.max_time,
+        heads=_names(args.heads) or (), experiments=_names(args.experiments))
+    return run_experiment(settings)

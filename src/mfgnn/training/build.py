@@ -1,0 +1,111 @@
+"""From a run configuration to a :class:`~mfgnn.training.trainer.Trainer` with its parts.
+
+:func:`build_trainer` is the one place that turns ``model:``, ``loss:`` and ``train:``
+into a model, a masked loss, an optimiser, a schedule, an EMA and batch sources; other
+recipes build other parts and hand them to the same loop. :func:`train` is the whole of
+``mfgnn train`` as a function.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig, load_config
+from ..errors import CheckpointError
+from ..loss import MultiFidelityLoss
+from ..model_file import save_model
+from ..nn import MultiFidelityHIPNN
+from .batches import BatchSource, TrainingData
+from .config import TrainConfig
+from .ema import ExponentialMovingAverage
+from .progress import STDERR, EpochProgress
+from .run_folder import RunFolder
+from .schedulers import PlateauScheduler
+from .setup import RunSetup, setup_run
+from .trainer import Trainer
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(setup: RunSetup) -> MultiFidelityHIPNN:
+    """A fresh model for ``setup`` (seeded by ``train.seed``)."""
+    torch.manual_seed(setup.config.train.seed)
+    return MultiFidelityHIPNN(setup.config.model, setup.fidelities,
+                              setup.dataset.elements, setup.self_energies)
+
+
+def build_optimizer(params, settings: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW over ``params`` (parameters or parameter groups)."""
+    cls = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=settings.lr, weight_decay=settings.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, settings: TrainConfig):
+    """The learning-rate schedule of ``train:``."""
+    return PlateauScheduler(optimizer, settings.scheduler_factor,
+                            settings.scheduler_patience, settings.min_lr)
+
+
+def build_data(setup: RunSetup) -> TrainingData:
+    """Training (shuffled), validation and test batches of the run's split."""
+    s = setup.config.train
+
+    def source(rows, shuffle):
+        return BatchSource(setup.dataset, rows, setup.columns,
+                           s.batch_size if shuffle else s.eval_batch_size, shuffle=shuffle,
+                           seed=s.seed, cache_limit=s.cache_structures)
+
+    return TrainingData(source(setup.split.train, True), source(setup.split.valid, False),
+                        source(setup.split.test, False))
+
+
+def model_writer(setup: RunSetup):
+    """``write_model(path, model, info)`` saving a self-describing ``model.pt``."""
+    provenance = list(getattr(setup.dataset, "provenance", []))
+
+    def write(path, model, info):
+        device = next(model.parameters()).device
+        save_model(path, model.cpu(), setup.config.labels, {**info, "provenance": provenance})
+        model.to(device)
+
+    return write
+
+
+def build_trainer(setup: RunSetup, out_dir: str | Path, resume: bool = False,
+                  log=STDERR) -> Trainer:
+    """The trainer of ``setup`` writing into ``out_dir``; with ``resume`` it continues
+    from the folder's checkpoint when there is one."""
+    folder = RunFolder(out_dir, setup.config.to_dict(), setup.split)
+    if folder.checkpoint.is_file() and not resume:
+        raise CheckpointError(
+            f"{folder.path} already holds a run (checkpoint.pt); pass --resume to "
+            "continue it or choose another output folder")
+    settings = setup.config.train
+    device = pick_device(settings.device)
+    model = build_model(setup).to(device)
+    optimizer = build_optimizer(model.parameters(), settings)
+    trainer = Trainer(
+        model, MultiFidelityLoss(setup.fidelities, setup.config.labels, setup.config.loss),
+        optimizer, build_scheduler(optimizer, settings), build_data(setup), folder, settings,
+        ema=ExponentialMovingAverage(model, settings.ema_decay) if settings.ema_decay > 0 else None,
+        callbacks=[EpochProgress(setup.fidelities, log)], write_model=model_writer(setup),
+        device=device, log=log)
+    if resume and folder.checkpoint.is_file():
+        trainer.restore()
+    return trainer
+
+
+def train(config: RunConfig | str | Path, out_dir: str | Path, resume: bool = False,
+          log=STDERR) -> dict:
+    """Train the run described by ``config`` into ``out_dir``; returns the test metrics."""
+    if not isinstance(config, RunConfig):
+        config = load_config(config)
+    setup = setup_run(config, Path(out_dir))
+    return build_trainer(setup, out_dir, resume=resume, log=log).fit()

@@ -1,0 +1,65 @@
+"""The ``train:`` section of a run: optimiser, schedule, stopping, EMA, budget."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config_checks import check_choice, check_number
+from ..errors import ConfigError
+
+#: Optimisers accepted by :attr:`TrainConfig.optimizer`.
+OPTIMIZERS = ("adam", "adamw")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings.
+
+    Adam or AdamW with ReduceLROnPlateau on the validation loss, early stopping after
+    ``patience`` epochs without improvement, an exponential moving average of the weights
+    (``ema_decay``, 0 turns it off; validation and the saved model use the EMA weights),
+    gradient-norm clipping (``grad_clip``, 0 turns it off), ``max_time`` seconds of
+    wall-clock budget (counted over resumes), and ``max_bad_steps`` consecutive
+    non-finite losses before giving up. Splits of at most ``cache_structures``
+    structures keep their graphs in memory.
+    """
+
+    max_epochs: int = 500
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    lr: float = 1.0e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    scheduler_patience: int = 10
+    scheduler_factor: float = 0.5
+    min_lr: float = 1.0e-6
+    patience: int = 25
+    ema_decay: float = 0.99
+    grad_clip: float = 10.0
+    seed: int = 0
+    max_time: float | None = None
+    max_bad_steps: int = 20
+    device: str = "auto"
+    cache_structures: int = 200_000
+
+    def __post_init__(self) -> None:
+        w = "train."
+        for name in ("max_epochs", "batch_size", "eval_batch_size", "max_bad_steps"):
+            check_number(getattr(self, name), w + name, minimum=1, integer=True)
+        for name in ("scheduler_patience", "patience", "seed", "cache_structures"):
+            check_number(getattr(self, name), w + name, minimum=0, integer=True)
+        check_number(self.lr, w + "lr", minimum=0, strict=True)
+        check_number(self.min_lr, w + "min_lr", minimum=0)
+        for name in ("weight_decay", "grad_clip"):
+            check_number(getattr(self, name), w + name, minimum=0)
+        check_number(self.max_time, w + "max_time", minimum=0, strict=True, optional=True)
+        check_number(self.scheduler_factor, w + "scheduler_factor", minimum=0, strict=True)
+        if self.scheduler_factor >= 1:
+            raise ConfigError(f"train.scheduler_factor must be < 1, got {self.scheduler_factor}")
+        check_number(self.ema_decay, w + "ema_decay", minimum=0)
+        if self.ema_decay >= 1:
+            raise ConfigError(f"train.ema_decay must be < 1 (0 turns it off), got {self.ema_decay}")
+        check_choice(self.optimizer, OPTIMIZERS, w + "optimizer")
+        if not isinstance(self.device, str) or not (
+                self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise ConfigError(f"train.device must be auto, cpu or cuda[:N], got {self.device!r}")
