@@ -24,29 +24,19 @@ the size-independent figure and µs/atom approaches it times the bulk coordinati
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from ase import Atoms
 
+import _common
+from _common import ASPIRIN, DENSITY, HCNO, Table, build_model, model_config, time_call
 from mfgnn.calculator import MFGNNCalculator
 from mfgnn.data.graph import radius_graph
-from mfgnn.nn import HIPNNConfig, MultiFidelityHIPNN
 
-ASPIRIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "rmd17" / "rmd17_aspirin_train_01.npz"
-DENSITY = 0.1  # atoms / Å^3, about liquid water's atom density
 MIN_DISTANCE = 1.0  # Å
-
-
-def benchmark_model() -> MultiFidelityHIPNN:
-    config = HIPNNConfig(n_features=128, n_interactions=2, n_atom_layers=3, n_sensitivities=20,
-                         cutoff=6.5, tensor_order=2)
-    torch.manual_seed(0)
-    return MultiFidelityHIPNN(config, ["low", "high"], [1, 6, 7, 8])
+#: the benchmark architecture with tensor_order 2
+MODEL = model_config(tensor_order=2)
 
 
 def aspirin() -> Atoms:
@@ -72,19 +62,8 @@ def cluster(n: int, seed: int = 0) -> Atoms:
         grid.setdefault(key, []).append(count)
         pos[count] = p
         count += 1
-    numbers = rng.choice([1, 6, 7, 8], size=n, p=[0.5, 0.25, 0.1, 0.15])
+    numbers = rng.choice(HCNO, size=n, p=[0.5, 0.25, 0.1, 0.15])
     return Atoms(numbers=numbers, positions=pos)
-
-
-def median_ms(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def measure(calc: MFGNNCalculator, atoms: Atoms, repeats: int) -> dict:
@@ -99,39 +78,42 @@ def measure(calc: MFGNNCalculator, atoms: Atoms, repeats: int) -> dict:
 
     pos = torch.as_tensor(atoms.positions, dtype=calc.dtype, device=calc.device)
     edges = radius_graph(pos, calc.cutoff).shape[1]
-    graph = median_ms(lambda: radius_graph(pos, calc.cutoff), repeats)
-    total = median_ms(call, repeats)
+    graph = 1e3 * time_call(lambda: radius_graph(pos, calc.cutoff), repeats, warmup=2,
+                            device=calc.device).median
+    total = 1e3 * time_call(call, repeats, warmup=2, device=calc.device).median
     return {"atoms": len(atoms), "edges": edges, "ms": total, "graph_ms": graph,
             "us_per_atom": 1e3 * total / len(atoms), "us_per_edge": 1e3 * total / max(edges, 1)}
+
+
+TABLE = Table(("system", "<26", ""), ("atoms", ">7", "d"), ("edges", ">10", "d"),
+              ("edges/atom", ">11", ".1f"), ("call ms", ">11", ".1f"), ("graph ms", ">10", ".2f"),
+              ("µs/atom", ">10", ".1f"), ("µs/edge", ">9", ".2f"), sep="")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    _common.add_threads_argument(parser)
     parser.add_argument("--sizes", type=int, nargs="*", default=[100, 1000, 3000])
     parser.add_argument("--repeats", type=int, default=None, help="default: 20 / 10 / 5 / 3 by size")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _common.set_threads(args.threads)
     dtype = getattr(torch, args.dtype)
-    calc = MFGNNCalculator(benchmark_model(), fidelity="high", device=args.device, dtype=dtype)
+    calc = MFGNNCalculator(build_model(MODEL), fidelity="high", device=args.device, dtype=dtype)
 
     systems = [("aspirin (rMD17 frame 0)", aspirin())]
     systems += [(f"H/C/N/O cluster {n}", cluster(n)) for n in args.sizes]
-    print(f"mfgnn calculator, energy + forces, {args.dtype}, device {args.device}, "
-          f"{torch.get_num_threads()} torch threads, {platform.processor() or platform.machine()}")
+    print(f"mfgnn calculator, energy + forces, {args.dtype}, {_common.describe_machine(args.device)}")
     print("model: n_features 128, 2 interactions, 3 atom layers, tensor_order 2, cutoff 6.5 Å, "
           "2 fidelities, untrained")
-    print(f"{'system':<26}{'atoms':>7}{'edges':>10}{'edges/atom':>11}{'call ms':>11}{'graph ms':>10}"
-          f"{'µs/atom':>10}{'µs/edge':>9}")
+    print(TABLE.header())
     for name, atoms in systems:
         n = len(atoms)
         repeats = args.repeats or (20 if n < 100 else 10 if n <= 100 else 5 if n <= 1000 else 3)
         r = measure(calc, atoms, repeats)
-        print(f"{name:<26}{r['atoms']:>7}{r['edges']:>10}{r['edges'] / r['atoms']:>11.1f}{r['ms']:>11.1f}"
-              f"{r['graph_ms']:>10.2f}{r['us_per_atom']:>10.1f}{r['us_per_edge']:>9.2f}")
+        print(TABLE.row(name, r["atoms"], r["edges"], r["edges"] / r["atoms"], r["ms"],
+                        r["graph_ms"], r["us_per_atom"], r["us_per_edge"]))
 
 
 if __name__ == "__main__":

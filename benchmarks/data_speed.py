@@ -27,17 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data"
-
-
-def best_of(fn, repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+import _common
+from _common import CUTOFF, DENSITY, SHARED_DATA, Table, time_call
 
 
 def bench_rmd17(data: Path) -> None:
@@ -51,7 +42,7 @@ def bench_rmd17(data: Path) -> None:
         "md17": {"path": str(path), "energy_unit": "kcal/mol",
                  "keys": {"energy": "old_energies", "forces": "old_forces"}}}}
     t0 = time.perf_counter()
-    ds = load_dataset(spec, cutoff=6.5)
+    ds = load_dataset(spec, cutoff=CUTOFF)
     t_load = time.perf_counter() - t0
     t0 = time.perf_counter()
     n_edges = sum(ds[i].edge_index.shape[1] for i in range(len(ds)))
@@ -64,7 +55,7 @@ def bench_rmd17(data: Path) -> None:
     t0 = time.perf_counter()
     batches = list(DataLoader(plain, batch_size=64))
     t_collate = time.perf_counter() - t0
-    t_graph = best_of(lambda: [radius_graph(b.pos, 6.5, b.batch) for b in batches])
+    t_graph = time_call(lambda: [radius_graph(b.pos, CUTOFF, b.batch) for b in batches], 3).min
     print(f"full pass without edges + collate (B=64):  {t_collate * 1e3:8.1f} ms")
     print(f"radius_graph on those 16 batches:          {t_graph * 1e3:8.1f} ms "
           f"({t_graph / 16 * 1e3:.2f} ms per batch of 64 x 21 atoms)")
@@ -75,21 +66,20 @@ def bench_radius(sizes: list[int]) -> None:
     from mfgnn.data.graph import radius_graph_all_pairs, radius_graph_cell_list
 
     print("## radius_graph, one random structure (0.1 atoms/Å^3, cutoff 6.5 Å), best of 3")
-    print(f"{'atoms':>7} {'edges/atom':>10} {'cell list µs/atom':>18} {'ns/edge':>8} "
-          f"{'all pairs µs/atom':>18}")
+    table = Table(("atoms", ">7", "d"), ("edges/atom", ">10", ".1f"),
+                  ("cell list µs/atom", ">18", ".1f"), ("ns/edge", ">8", ".0f"),
+                  ("all pairs µs/atom", ">18", ".1f"))
+    print(table.header())
     for n in sizes:
         g = torch.Generator().manual_seed(n)
-        pos = torch.rand(n, 3, generator=g) * (n / 0.1) ** (1 / 3)
-        e = radius_graph_cell_list(pos, 6.5)
-        t_cell = best_of(lambda: radius_graph_cell_list(pos, 6.5))
+        pos = torch.rand(n, 3, generator=g) * (n / DENSITY) ** (1 / 3)
+        e = radius_graph_cell_list(pos, CUTOFF)
+        t_cell = time_call(lambda: radius_graph_cell_list(pos, CUTOFF), 3).min
+        t_all = None
         if n <= 5000:
-            t_all = best_of(lambda: radius_graph_all_pairs(pos, 6.5), repeat=2)
-            assert torch.equal(radius_graph_all_pairs(pos, 6.5), e)
-            all_txt = f"{t_all / n * 1e6:18.1f}"
-        else:
-            all_txt = f"{'-':>18}"
-        print(f"{n:7d} {e.shape[1] / n:10.1f} {t_cell / n * 1e6:18.1f} "
-              f"{t_cell / e.shape[1] * 1e9:8.0f} {all_txt}")
+            t_all = time_call(lambda: radius_graph_all_pairs(pos, CUTOFF), 2).min / n * 1e6
+            assert torch.equal(radius_graph_all_pairs(pos, CUTOFF), e)
+        print(table.row(n, e.shape[1] / n, t_cell / n * 1e6, t_cell / e.shape[1] * 1e9, t_all))
     print("(edges/atom grows with size: fewer atoms sit near the box surface)")
     print()
 
@@ -160,9 +150,12 @@ print(json.dumps({"n": len(ds), "t_open": t_open, "t_rand": t_rand, "t_seq": t_s
 
 def bench_h5_memory(sizes: list[int]) -> None:
     print("## lazy ANI-layout HDF5 (4-atom molecules, 2 fidelities): memory (fresh process each)")
-    print(f"{'conformers':>10} {'file MB':>8} {'coords+forces MB':>17} {'open s':>7} "
-          f"{'held MB':>8} {'open peak MB':>13} {'read peak MB':>13} {'RSS peak MB':>12} "
-          f"{'random µs/item':>15} {'seq µs/item':>12}")
+    table = Table(("conformers", ">10", "d"), ("file MB", ">8", ".1f"),
+                  ("coords+forces MB", ">17", ".1f"), ("open s", ">7", ".2f"),
+                  ("held MB", ">8", ".1f"), ("open peak MB", ">13", ".1f"),
+                  ("read peak MB", ">13", ".1f"), ("RSS peak MB", ">12", ".1f"),
+                  ("random µs/item", ">15", ".0f"), ("seq µs/item", ">12", ".0f"))
+    print(table.header())
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             path = Path(tmp) / f"ani_{n}.h5"
@@ -172,10 +165,9 @@ def bench_h5_memory(sizes: list[int]) -> None:
             r = json.loads(out.strip().splitlines()[-1])
             arrays = n * 4 * 3 * 4 * 2 / 1e6
             rss = (r["hwm"] - r["rss0"]) / 1e3 if r["hwm"] > 0 else float("nan")
-            print(f"{r['n']:10d} {path.stat().st_size / 1e6:8.1f} {arrays:17.1f} "
-                  f"{r['t_open']:7.2f} {r['held'] / 1e6:8.1f} {r['peak_open'] / 1e6:13.1f} "
-                  f"{r['peak_read'] / 1e6:13.1f} {rss:12.1f} "
-                  f"{r['t_rand'] / 5000 * 1e6:15.0f} {r['t_seq'] / 5000 * 1e6:12.0f}")
+            print(table.row(r["n"], path.stat().st_size / 1e6, arrays, r["t_open"],
+                            r["held"] / 1e6, r["peak_open"] / 1e6, r["peak_read"] / 1e6, rss,
+                            r["t_rand"] / 5000 * 1e6, r["t_seq"] / 5000 * 1e6))
             path.unlink()
     print("held: python/numpy memory kept after opening (the (n, F) energy table, per-row "
           "flags, atom counts); open peak: transient maximum while opening; read peak: "
@@ -186,13 +178,13 @@ def bench_h5_memory(sizes: list[int]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=SHARED_DATA,
+                        help="shared data folder (default: $MFGNN_SHARED_DATA or ../shared/data)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke test)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    _common.add_threads_argument(parser)
     args = parser.parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    _common.set_threads(args.threads)
+    print(f"{_common.describe_machine()}\n")
     t0 = time.perf_counter()
     bench_rmd17(args.data)
     bench_radius([500, 2000] if args.quick else [500, 2000, 5000, 20000, 50000])

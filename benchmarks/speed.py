@@ -29,14 +29,12 @@ import os
 import resource
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-ASPIRIN = REPO.parent / "shared" / "data" / "rmd17" / "rmd17_aspirin_train_01.npz"
+import _common
+from _common import CUTOFF, HCNO, Table, aspirin_batches, build_model, model_config, synchronize, time_call
 
 
 # ---------------------------------------------------------------- measurement helpers
@@ -63,107 +61,47 @@ class Memory:
         self.device = device
 
     def start(self) -> None:
+        synchronize(self.device)
         if self.device.type == "cuda":
-            torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
         else:
             self.base = _rss_mb()
 
     def stop(self) -> float:
+        synchronize(self.device)
         if self.device.type == "cuda":
-            torch.cuda.synchronize()
             return (torch.cuda.max_memory_allocated() - self.base) / 2**20
         return _peak_mb() - self.base
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _timed(fn, device, steps: int, warmup: int = 2) -> list[float]:
-    """Wall-clock seconds of each call; the process CPU seconds of each call go to _timed.cpu."""
-    for _ in range(warmup):
-        fn()
-    times, cpu = [], []
-    for _ in range(steps):
-        _sync(device)
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    _timed.cpu = cpu
-    return times
-
-
 # ---------------------------------------------------------------- inputs
-def aspirin_batches(n_batches: int, batch_size: int, device, dtype=torch.float32):
-    from torch_geometric.data import Batch, Data
-
-    from mfgnn.data.graph import radius_graph
-
-    d = np.load(ASPIRIN)
-    z = torch.as_tensor(d["nuclear_charges"].astype(np.int64))
-    kcal = 0.0433641  # eV
-    batches, graph_time = [], 0.0
-    for k in range(n_batches):
-        rows = range(k * batch_size, (k + 1) * batch_size)
-        data = [Data(z=z, pos=torch.as_tensor(d["coords"][r], dtype=dtype)) for r in rows]
-        b = Batch.from_data_list(data)
-        t0 = time.perf_counter()
-        b.edge_index = radius_graph(b.pos, 6.5, b.batch)
-        graph_time += time.perf_counter() - t0
-        e = torch.as_tensor(d["energies"][list(rows)] * kcal, dtype=torch.float64)
-        b.energy = torch.stack([e, e + 0.01 * z.numel()], 1)
-        b.forces = torch.as_tensor(d["forces"][list(rows)].reshape(-1, 3) * kcal, dtype=dtype)
-        batches.append(b.to(device))
-    return batches, graph_time / n_batches
-
-
 def liquid_cluster(n_side: int = 10, spacing: float = 2.15, seed: int = 0):
     """n_side³ H/C/N/O atoms on a jittered cubic grid, ~0.1 atoms/Å³ (organic liquid)."""
     g = torch.Generator().manual_seed(seed)
     grid = torch.stack(torch.meshgrid(*[torch.arange(n_side)] * 3, indexing="ij"), -1).reshape(-1, 3)
     pos = grid * spacing + 0.3 * torch.randn(grid.shape, generator=g)
-    z = torch.tensor([1, 6, 7, 8])[torch.multinomial(torch.tensor([0.5, 0.3, 0.1, 0.1]), len(grid), True, generator=g)]
+    z = torch.tensor(HCNO)[torch.multinomial(torch.tensor([0.5, 0.3, 0.1, 0.1]), len(grid), True, generator=g)]
     return z, pos
 
 
-def make_model(tensor_order: int, features: int, device, elements=(1, 6, 7, 8)):
-    from mfgnn.nn import HIPNNConfig, MultiFidelityHIPNN
-
-    torch.manual_seed(0)
-    cfg = HIPNNConfig(n_features=features, n_interactions=2, n_atom_layers=3, n_sensitivities=20,
-                      tensor_order=tensor_order)
-    return MultiFidelityHIPNN(cfg, ["low", "high"], elements).to(device)
+def make_model(tensor_order: int, features: int, device):
+    return build_model(model_config(n_features=features, tensor_order=tensor_order), device=device)
 
 
 # ---------------------------------------------------------------- cases (run in a subprocess)
 def case_train(args, device) -> dict:
     model = make_model(args.tensor_order, args.features, device)
-    batches, graph_s = aspirin_batches(args.steps + 2, args.batch, device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    it = iter(range(10**9))
-
-    def step():
-        b = batches[next(it) % len(batches)]
-        out = model(b, forces=["low"], training=True)
-        loss = (out["energy"] - b.energy).square().mean() + (out["forces"][:, 0] - b.forces).square().mean()
-        loss = loss + model.hierarchicality(out).sum() * 1e-3
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
+    batches, graph_s = aspirin_batches(args.steps + 2, args.batch, device=device)
+    step = _common.training_step(model, batches)
     mem = Memory(device)
     step()
     mem.start()
-    times = _timed(step, device, args.steps, warmup=1)
+    t = time_call(step, args.steps, warmup=1, device=device)
     peak = mem.stop()
-    best, med = min(times), float(np.median(times))
-    return {"step_s": med, "best_s": best, "steps_per_s": 1 / med, "mol_per_s": args.batch / med,
-            "peak_mb": peak, "graph_ms": graph_s * 1e3, "cpu_s": float(np.median(_timed.cpu))}
+    return {"step_s": t.median, "best_s": t.min, "steps_per_s": 1 / t.median,
+            "mol_per_s": args.batch / t.median, "peak_mb": peak, "graph_ms": graph_s * 1e3,
+            "cpu_s": t.cpu_median}
 
 
 def case_large(args, device) -> dict:
@@ -174,16 +112,13 @@ def case_large(args, device) -> dict:
     model = make_model(args.tensor_order, args.features, device).eval()
     z, pos = liquid_cluster()
     data = Data(z=z, pos=pos).to(device)
-    t0 = time.perf_counter()
-    data.edge_index = radius_graph(data.pos, 6.5)
-    _sync(device)
-    graph_ms = (time.perf_counter() - t0) * 1e3
+    graph_ms = 1e3 * time_call(lambda: radius_graph(data.pos, CUTOFF), 1, device=device).min
+    data.edge_index = radius_graph(data.pos, CUTOFF)
     mem = Memory(device)
     model(data, forces=True)
     mem.start()
-    times = _timed(lambda: model(data, forces=True), device, max(args.steps // 2, 3), warmup=0)
-    return {"ef_s": float(np.median(times)), "cpu_s": float(np.median(_timed.cpu)), "peak_mb": mem.stop(),
-            "graph_ms": graph_ms,
+    t = time_call(lambda: model(data, forces=True), max(args.steps // 2, 3), device=device)
+    return {"ef_s": t.median, "cpu_s": t.cpu_median, "peak_mb": mem.stop(), "graph_ms": graph_ms,
             "pairs": int(data.edge_index.shape[1]), "atoms": int(z.numel())}
 
 
@@ -209,7 +144,7 @@ def _envsum_variants():
 def case_envsum(args, device) -> dict:
     from mfgnn.nn import InteractionLayer, build_pair_geometry
 
-    b = aspirin_batches(1, args.batch, device, dtype=torch.float32)[0][0]
+    b = aspirin_batches(1, args.batch, device=device)[0][0]
     n, feats = b.num_nodes, args.features
     torch.manual_seed(0)
     layer = InteractionLayer(feats, feats, n_sensitivities=20).to(device)
@@ -218,7 +153,7 @@ def case_envsum(args, device) -> dict:
 
     def pre(pos):
         if args.variant == "padded_bmm":
-            geom = build_pair_geometry(pos, b.edge_index, 6.5)
+            geom = build_pair_geometry(pos, b.edge_index, CUTOFF)
             env = layer.environment(z, layer.sensitivity(geom.r), geom)  # (N, ν, b)
         else:
             j, i = b.edge_index
@@ -237,11 +172,11 @@ def case_envsum(args, device) -> dict:
     mem = Memory(device)
     step()
     mem.start()
-    times = _timed(step, device, max(args.steps // 2, 3), warmup=0)
+    t = time_call(step, max(args.steps // 2, 3), device=device)
     peak = mem.stop()
     gv, _ = step()
     gv = torch.zeros_like(layer.int_weights) if gv is None else gv  # no gradient reached V at all
-    return {"s": float(np.median(times)), "cpu_s": float(np.median(_timed.cpu)), "peak_mb": peak,
+    return {"s": t.median, "cpu_s": t.cpu_median, "peak_mb": peak,
             "pairs": int(b.edge_index.shape[1]),
             "grad_V": gv.flatten()[:4096].double().cpu().tolist()}
 
@@ -260,6 +195,29 @@ def run_case(name: str, args, **extra) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def failed(table: Table, first, r: dict) -> str | None:
+    """The row of a case that failed in its subprocess, else None."""
+    return f"{table.row(first)} failed: {r['error']}" if "error" in r else None
+
+
+def tensor_order_rows(name: str, args, table: Table, cells) -> dict:
+    """Run case ``name`` for tensor orders 0 and 2, print a row each (``cells(result)``
+    after the order); returns the last result."""
+    print(table.header())
+    r: dict = {}
+    for order in (0, 2):
+        r = run_case(name, args, tensor_order=order)
+        print(failed(table, order, r) or table.row(order, *cells(r)))
+    return r
+
+
+TRAIN = Table(("tensor_order", ">12", "d"), ("step ms", ">9", ".1f"), ("best ms", ">9", ".1f"),
+              ("cpu ms", ">9", ".1f"), ("steps/s", ">8", ".2f"), ("mol/s", ">8", ".1f"),
+              ("peak MiB", ">9", ".1f"))
+LARGE = Table(("tensor_order", ">12", "d"), ("E+F ms", ">9", ".1f"), ("cpu ms", ">9", ".1f"),
+              ("graph ms", ">9", ".1f"), ("pairs", ">8", "d"), ("peak MiB", ">9", ".1f"))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -267,56 +225,48 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--features", type=int, default=128)
     p.add_argument("--quick", action="store_true", help="skip the slow naive formulations")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    _common.add_threads_argument(p)
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--tensor-order", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--variant", default="padded_bmm", help=argparse.SUPPRESS)
     args = p.parse_args()
     device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _common.set_threads(args.threads)
     if args.case:
         print(json.dumps(CASES[args.case](args, device)))
         return
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"mfgnn.nn speed | torch {torch.__version__} | device {device} | threads {torch.get_num_threads()} "
-          f"| load avg {load:.2f} | batch {args.batch} aspirin (21 atoms) | n_features {args.features}, "
-          "2 interactions x 3 atom layers, 20 sensitivities, 2 fidelities")
+    print(f"mfgnn.nn speed | {_common.describe_machine(device)} | load avg {load:.2f} | batch {args.batch} "
+          f"aspirin (21 atoms) | n_features {args.features}, 2 interactions x 3 atom layers, "
+          "20 sensitivities, 2 fidelities")
     print("\n1) training step: energies (2 fidelities) + forces (1) with create_graph, backward, Adam")
-    print(f"{'tensor_order':>12} {'step ms':>9} {'best ms':>9} {'cpu ms':>9} {'steps/s':>8} {'mol/s':>8} {'peak MiB':>9}")
-    for order in (0, 2):
-        r = run_case("train", args, tensor_order=order)
-        if "error" in r:
-            print(f"{order:>12} failed: {r['error']}")
-            continue
-        print(f"{order:>12} {r['step_s'] * 1e3:9.1f} {r['best_s'] * 1e3:9.1f} {r['cpu_s'] * 1e3:9.1f} {r['steps_per_s']:8.2f} "
-              f"{r['mol_per_s']:8.1f} {r['peak_mb']:9.1f}")
+    r = tensor_order_rows("train", args, TRAIN, lambda r: (
+        r["step_s"] * 1e3, r["best_s"] * 1e3, r["cpu_s"] * 1e3, r["steps_per_s"], r["mol_per_s"],
+        r["peak_mb"]))
     print(f"   (radius graph of one batch, not in the step: {r.get('graph_ms', float('nan')):.1f} ms)")
 
     print("\n2) one 1000-atom H/C/N/O structure (~0.1 atoms/Å^3): energies + forces of both fidelities")
-    print(f"{'tensor_order':>12} {'E+F ms':>9} {'cpu ms':>9} {'graph ms':>9} {'pairs':>8} {'peak MiB':>9}")
-    for order in (0, 2):
-        r = run_case("large", args, tensor_order=order)
-        if "error" in r:
-            print(f"{order:>12} failed: {r['error']}")
-            continue
-        print(f"{order:>12} {r['ef_s'] * 1e3:9.1f} {r['cpu_s'] * 1e3:9.1f} {r['graph_ms']:9.1f} {r['pairs']:8d} {r['peak_mb']:9.1f}")
+    tensor_order_rows("large", args, LARGE, lambda r: (
+        r["ef_s"] * 1e3, r["cpu_s"] * 1e3, r["graph_ms"], r["pairs"], r["peak_mb"]))
 
     print("\n3) environment sum of one interaction layer (b = a = n_features, ν = 20), force-training step")
     variants = ["padded_bmm", "torch_sparse_coo"] + ([] if args.quick else ["per_sensitivity", "naive"])
     results = {v: run_case("envsum", args, variant=v) for v in variants}
     ref = results.get("naive", results["padded_bmm"])
-    print(f"{'formulation':>18} {'ms':>9} {'cpu ms':>9} {'peak MiB':>9} {'max rel err dL/dV vs ' + ('naive' if 'naive' in results else 'padded'):>28}")
+    envsum = Table(("formulation", ">18", ""), ("ms", ">9", ".1f"), ("cpu ms", ">9", ".1f"),
+                   ("peak MiB", ">9", ".1f"),
+                   ("max rel err dL/dV vs " + ("naive" if "naive" in results else "padded"), ">28", ".2e"))
+    print(envsum.header())
     for v in variants:
         r = results[v]
         if "error" in r:
-            print(f"{v:>18} failed: {r['error']}")
+            print(failed(envsum, v, r))
             continue
         gv, gr = np.asarray(r["grad_V"]), np.asarray(ref["grad_V"])
         err = float(np.abs(gv - gr).max() / np.abs(gr).max())
         flag = "  <- WRONG double backward" if err > 1e-3 else ""
-        print(f"{v:>18} {r['s'] * 1e3:9.1f} {r['cpu_s'] * 1e3:9.1f} {r['peak_mb']:9.1f} {err:28.2e}{flag}")
+        print(envsum.row(v, r["s"] * 1e3, r["cpu_s"] * 1e3, r["peak_mb"], err) + flag)
     print(f"   ({results['padded_bmm'].get('pairs', 0)} pairs; mfgnn.nn uses padded_bmm)")
 
 

@@ -29,13 +29,14 @@ import csv
 import json
 import os
 import statistics
-from argparse import Namespace
 from pathlib import Path
 
 import yaml
 
-from mfgnn.experiment.matrix import DEFAULT_MODEL, DEFAULT_TRAIN, run_experiment
+from _common import add_split_arguments
+from mfgnn.experiment import ExperimentSettings, run_experiment
 from mfgnn.experiment.plan import Experiment
+from mfgnn.presets import EXPERIMENT_TRAIN, SMALL_MODEL
 
 EQUIVARIANT = {"lmax": 2, "channels": 32, "layers": 1, "position": "after"}
 TRUNKS = {
@@ -47,25 +48,23 @@ TRUNKS = {
 }
 
 
-def _experiments(low: str, high: str) -> list[str]:
-    return [f"SF-{high}/E", f"SF-{high}/EF", f"MF-{low}/EF-{high}/E[delta]"]
+def _experiments(low: str, high: str) -> tuple[str, ...]:
+    return (f"SF-{high}/E", f"SF-{high}/EF", f"MF-{low}/EF-{high}/E[delta]")
 
 
 def run_trunk(name: str, args) -> Path:
     """Run (or reuse) the experiments of one trunk; returns its experiment folder."""
     out = Path(args.out) / name
     out.mkdir(parents=True, exist_ok=True)
-    base = {"model": dict(DEFAULT_MODEL, **TRUNKS[name][1]),
-            "train": dict(DEFAULT_TRAIN, max_time=args.max_time)}
-    config = out / "base.yaml"
-    config.write_text(yaml.safe_dump(base, sort_keys=False))
+    base = {"model": dict(SMALL_MODEL, **TRUNKS[name][1]),
+            "train": dict(EXPERIMENT_TRAIN, max_time=args.max_time)}
+    (out / "base.yaml").write_text(yaml.safe_dump(base, sort_keys=False))  # for the record
+    settings = ExperimentSettings(
+        data=args.data, low=args.low, high=args.high, train=args.train, valid=args.valid,
+        test=args.test, out=out, seeds=args.seeds, base=base, heads=("delta",),
+        experiments=_experiments(args.low, args.high))
     with open(os.devnull, "w") as quiet:
-        run_experiment(Namespace(
-            data=args.data, low=args.low, high=args.high, train=args.train,
-            valid=args.valid, test=args.test, seeds=args.seeds, config=str(config),
-            max_epochs=None, max_time=None, heads="delta",
-            experiments=",".join(_experiments(args.low, args.high)), out=str(out)),
-            log=quiet if args.quiet else None)
+        run_experiment(settings, log=quiet if args.quiet else None)
     return out
 
 
@@ -107,11 +106,9 @@ def main(argv=None) -> None:
     p.add_argument("--data", required=True, help="dataset spec with both fidelities")
     p.add_argument("--low", default="mp2")
     p.add_argument("--high", default="f12")
-    p.add_argument("--train", type=int, default=1000)
-    p.add_argument("--valid", type=int, default=200)
-    p.add_argument("--test", type=int, default=1000)
+    add_split_arguments(p)
     p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--max-time", type=float, default=DEFAULT_TRAIN["max_time"],
+    p.add_argument("--max-time", type=float, default=EXPERIMENT_TRAIN["max_time"],
                    help="seconds of training per run")
     p.add_argument("--trunks", default=",".join(TRUNKS),
                    help=f"comma separated, from {', '.join(TRUNKS)}")

@@ -3,24 +3,28 @@ energies on H2CO, then predict CCSD(T)-F12 forces the model never saw.
 
     python examples/train_h2co.py [--epochs 30] [--out runs/example]
 
-Uses the shared data beside the repository (``../shared/data``) and the same pieces as
-``mfgnn train``: dataset, split, self-energies, model, loss, trainer.
+Uses the shared data beside the repository (``../shared/data``, or
+``$MFGNN_SHARED_DATA``) and the same pieces as ``mfgnn train``: ``setup_run`` (dataset,
+split, self-energies) and ``build_trainer`` (model, loss, optimiser, checkpoints).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import torch
 
 from mfgnn.config import config_from_dict
-from mfgnn.data import load_dataset
-from mfgnn.io import load_model
+from mfgnn.metrics import format_metrics
+from mfgnn.model_file import load_model
+from mfgnn.presets import SMALL_MODEL
+from mfgnn.training.build import build_trainer
 from mfgnn.training.setup import setup_run
-from mfgnn.training.trainer import Trainer
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mp2_ccsdt"
+SHARED = os.environ.get("MFGNN_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(SHARED) / "mp2_ccsdt"
 
 
 def main() -> None:
@@ -37,18 +41,17 @@ def main() -> None:
         "data": spec,
         "labels": {"mp2": ["energy", "forces"], "f12": ["energy"]},
         "split": {"train": 1000, "valid": 200, "test": 500, "seed": 0},
-        "model": {"n_features": 48, "n_interactions": 2, "n_atom_layers": 2,
-                  "tensor_order": 1, "heads": "delta"},
+        "model": dict(SMALL_MODEL, heads="delta"),  # 48 features, 2 blocks, tensor order 1
         "train": {"max_epochs": args.epochs, "batch_size": 32, "lr": 2e-3},
     })
-    setup = setup_run(config)                    # data, split, self-energies
-    trainer = Trainer(setup, args.out)           # model, loss, optimiser, checkpoints
+    setup = setup_run(config, Path(args.out))     # data, split, self-energies
+    trainer = build_trainer(setup, args.out)      # model, loss, optimiser, checkpoints
     test_metrics = trainer.fit()
-    print("test:", {f: {k: round(v, 2) for k, v in m.items()} for f, m in test_metrics.items()})
+    print("test split:")
+    print(format_metrics(test_metrics))
 
     model = load_model(Path(args.out) / "model.pt", dtype=torch.float64)
-    dataset = load_dataset(spec, cutoff=model.config.cutoff)
-    data = dataset[int(setup.split.test[0])]
+    data = setup.dataset[int(setup.split.test[0])]  # built with the model's cutoff
     out = model(data, forces=["f12"])
     print("F12 energy (eV):", float(out["energy"][0, 1]), "label:", float(data.energy[0, 1]))
     print("F12 forces (eV/Å):\n", out["forces"][:, 1].detach().numpy().round(3))
