@@ -38,6 +38,19 @@ def test_shared_mp2_ccsdt_specs(shared_data, tmp_path):
     assert "../" in (tmp_path / "h2co.yaml").read_text()  # relative paths
 
 
+def test_shared_widerange_spec(shared_data, tmp_path):
+    mod = recipe("shared_widerange")
+    assert mod.main(["--out", str(tmp_path), "--data", str(shared_data / "widerange"),
+                     "--no-check"]) == 0
+    ds = load_dataset(tmp_path / "h2o2_widerange.yaml")
+    raw = np.load(shared_data / "widerange" / "h2o2_hf_mp2.npz")
+    assert len(ds) == 2500 and ds.fidelities == ("hf", "mp2") and ds.has_force_rows.all()
+    assert np.array_equal(ds.energies[:, 1], raw["E_mp2"])
+    assert np.allclose(ds[7].forces[:, 0].numpy(), raw["F_hf"][7], atol=1e-5)
+    span = ds.energies[:, 1].max() - ds.energies[:, 1].min()
+    assert 80 < span < 85  # eV: the wide range the set is for
+
+
 def test_rmd17_specs(shared_data, tmp_path):
     mod = recipe("rmd17")
     assert mod.main(["--out", str(tmp_path), "--data", str(shared_data / "rmd17"),

@@ -11,8 +11,8 @@ label is NaN in the data and contributes nothing, neither to the value nor to th
 gradient). A term with no labelled entry is exactly 0. Which labels are trained is set by
 ``labels`` ({fidelity: ["energy", "forces"]}), independently of which exist in the data.
 
-Units: energies in eV, forces in eV/Å, so L is in eV-like units. The hierarchicality term
-is scaled relative to the error terms (see :class:`LossConfig`).
+Units: energies in eV, forces in eV/Å (or both in units of σ_t, see ``scales``). The
+hierarchicality term is scaled relative to the error terms (see :class:`LossConfig`).
 """
 
 from __future__ import annotations
@@ -41,12 +41,19 @@ class LossConfig:
     (the model collapsed once errors were small).
 
     ``per_atom_energy`` divides each energy error by the number of atoms.
+
+    ``level_force_weight`` w_C (0: off) is a prior for a level trained on energies only
+    (LF-HE): w_C · (RMSE + MAE)(F_t − sg(F_s)) over the atoms that have level-s force
+    labels, where s is the nearest lower level whose forces are trained, both forces the
+    model's predictions. It keeps the learned correction's forces small where the
+    energies do not ask for more; the high level's forces still come from its energies.
     """
 
     energy_weight: float | dict[str, float] = 1.0
     forces_weight: float | dict[str, float] = 1.0
     hierarchicality_weight: float = 0.01
     per_atom_energy: bool = False
+    level_force_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("energy_weight", "forces_weight"):
@@ -57,6 +64,7 @@ class LossConfig:
             else:
                 check_number(value, f"loss.{name}", minimum=0)
         check_number(self.hierarchicality_weight, "loss.hierarchicality_weight", minimum=0)
+        check_number(self.level_force_weight, "loss.level_force_weight", minimum=0)
         if not isinstance(self.per_atom_energy, bool):
             raise ConfigError(f"loss.per_atom_energy must be true or false, "
                               f"got {self.per_atom_energy!r}")
@@ -99,6 +107,7 @@ class LossTerms:
     energy: dict[str, float] = field(default_factory=dict)
     forces: dict[str, float] = field(default_factory=dict)
     hierarchicality: dict[str, float] = field(default_factory=dict)
+    level_forces: dict[str, float] = field(default_factory=dict)
     regularization: float = 0.0
 
 
@@ -109,22 +118,44 @@ class MultiFidelityLoss:
         fidelities: the model's fidelity names, in the order of its output columns.
         labels: {fidelity: ["energy"] | ["forces"] | ["energy", "forces"]} to train.
         config: weights and options.
+        scales: σ_t per fidelity (eV; the model's ``target_scale``): when given, the
+            energy and force errors of fidelity t are measured in units of σ_t (energy
+            errors / σ_t, force errors / (σ_t / Å)), so the terms of levels and data sets
+            with very different spreads weigh alike. None: eV and eV/Å.
     """
 
     def __init__(self, fidelities: list[str] | tuple[str, ...],
-                 labels: dict[str, list[str]], config: LossConfig | None = None):
+                 labels: dict[str, list[str]], config: LossConfig | None = None,
+                 scales=None):
         self.fidelities = tuple(fidelities)
         self.labels = {k: list(v) for k, v in labels.items()}
         self.config = config or LossConfig()
+        self.scales = (None if scales is None else
+                       [float(x) for x in torch.as_tensor(scales).reshape(-1).tolist()])
+
+    def level_force_pairs(self) -> list[tuple[int, int]]:
+        """(t, s): an energy-only level t and the nearest lower level s with trained
+        forces, when ``level_force_weight`` > 0."""
+        if self.config.level_force_weight <= 0:
+            return []
+        pairs = []
+        for t, name in enumerate(self.fidelities):
+            wanted = self.labels.get(name, [])
+            if "energy" in wanted and "forces" not in wanted:
+                lower = [s for s in range(t) if "forces" in self.labels.get(self.fidelities[s], [])]
+                if lower:
+                    pairs.append((t, lower[-1]))
+        return pairs
 
     def needs_forces(self, batch) -> list[str]:
-        """Trained force fidelities that have at least one label in ``batch``."""
-        out = []
-        for t, name in enumerate(self.fidelities):
-            if "forces" in self.labels.get(name, []):
-                if bool(torch.isfinite(batch.forces[:, t, 0]).any()):
-                    out.append(name)
-        return out
+        """Fidelities whose forces the loss of ``batch`` uses: trained force fidelities
+        with a label in the batch, and the levels of :meth:`level_force_pairs`."""
+        has = [bool(torch.isfinite(batch.forces[:, t, 0]).any())
+               for t in range(len(self.fidelities))]
+        wanted = {t for t, name in enumerate(self.fidelities)
+                  if "forces" in self.labels.get(name, []) and has[t]}
+        wanted |= {t for t, s in self.level_force_pairs() if has[s]}
+        return [self.fidelities[t] for t in sorted(wanted)]
 
     def __call__(self, out: dict, batch, hierarchicality: Tensor | None = None,
                  regularization: Tensor | None = None) -> LossTerms:
@@ -148,6 +179,8 @@ class MultiFidelityLoss:
                 pred = energy[:, t]
                 if cfg.per_atom_energy:
                     pred, target = pred / n_atoms, target / n_atoms
+                if self.scales is not None:
+                    pred, target = pred / self.scales[t], target / self.scales[t]
                 rmse, mae, n = masked_rmse_mae(pred, target, torch.isfinite(target))
                 if n:
                     value = cfg.weight("energy", name) * (rmse + mae)
@@ -160,6 +193,8 @@ class MultiFidelityLoss:
                 # loss non-finite (the trainer then skips the step) instead of vanishing
                 target = batch.forces[:, t, :]
                 pred = out["forces"][:, t, :]
+                if self.scales is not None:
+                    pred, target = pred / self.scales[t], target / self.scales[t]
                 mask = torch.isfinite(target)
                 rmse, mae, n = masked_rmse_mae(pred, target, mask)
                 if n:
@@ -171,6 +206,18 @@ class MultiFidelityLoss:
                 h = hierarchicality[t]
                 total = total + cfg.hierarchicality_weight * h * error_terms.detach()
                 terms.hierarchicality[name] = float(h.detach())
+        forces = out.get("forces")
+        for t, s in self.level_force_pairs() if forces is not None else ():
+            if bool(torch.isnan(forces[:, t]).all()) or bool(torch.isnan(forces[:, s]).all()):
+                continue
+            pred, anchor = forces[:, t, :], forces[:, s, :].detach()
+            if self.scales is not None:
+                pred, anchor = pred / self.scales[t], anchor / self.scales[t]
+            mask = torch.isfinite(batch.forces[:, s, :])
+            rmse, mae, n = masked_rmse_mae(pred, anchor, mask)
+            if n:
+                total = total + cfg.level_force_weight * (rmse + mae)
+                terms.level_forces[self.fidelities[t]] = float((rmse + mae).detach())
         if regularization is not None:
             total = total + regularization
             terms.regularization = float(regularization.detach())

@@ -11,6 +11,8 @@ structures far above the minimum can carry most of the squared error.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -53,19 +55,50 @@ class MetricAccumulator:
         self.fidelities = tuple(fidelities)
         self._energy = {f: [] for f in self.fidelities}
         self._forces = {f: [] for f in self.fidelities}
+        self._rows: list[np.ndarray] = []        # per structure, for errors_by_energy
+        self._n_atoms: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+        self._e_err: list[np.ndarray] = []
+        self._f_err: list[np.ndarray] = []
 
     def update(self, out: dict, batch) -> None:
         """Add one batch: ``out`` from the model, ``batch`` with (B, F) / (ΣN, F, 3) labels."""
         energy = out["energy"].detach().double().cpu().numpy()
         target = batch.energy.detach().double().cpu().numpy()
         forces = out.get("forces")
+        ftarget = batch.forces.detach().double().cpu().numpy()
         if forces is not None:
             forces = forces.detach().double().cpu().numpy()
-            ftarget = batch.forces.detach().double().cpu().numpy()
         for t, name in enumerate(self.fidelities):
             self._energy[name].append(labelled_errors(energy[:, t], target[:, t]))
             if forces is not None:
                 self._forces[name].append(labelled_errors(forces[:, t], ftarget[:, t]))
+        if getattr(batch, "idx", None) is not None and getattr(batch, "ptr", None) is not None:
+            self._rows.append(batch.idx.cpu().numpy())
+            self._n_atoms.append(np.diff(batch.ptr.cpu().numpy()))
+            self._labels.append(target)
+            self._e_err.append(energy - target)
+            self._f_err.append(forces - ftarget if forces is not None
+                               else np.full_like(ftarget, np.nan))
+
+    def by_energy(self, groups_of) -> dict[str, dict]:
+        """Per fidelity, :func:`errors_by_energy` with each structure's label energy above
+        the minimum of its composition group; ``groups_of(rows)`` gives the groups of
+        dataset rows (e.g. from element counts). Empty without row indices."""
+        if not self._rows:
+            return {}
+        rows = np.concatenate(self._rows)
+        n_atoms = np.concatenate(self._n_atoms)
+        labels, e_err = np.concatenate(self._labels), np.concatenate(self._e_err)
+        f_err = np.concatenate(self._f_err)
+        groups = groups_of(rows)
+        out = {}
+        for t, name in enumerate(self.fidelities):
+            above = energy_above_minimum(labels[:, t], groups)
+            binned = errors_by_energy(above, n_atoms, e_err[:, t], f_err[:, t])
+            if binned:
+                out[name] = binned
+        return out
 
     def summary(self) -> dict[str, dict[str, float]]:
         result: dict[str, dict[str, float]] = {}
@@ -106,4 +139,53 @@ def format_metrics(metrics: dict) -> str:
     for fid, m in metrics.items():
         lines.append(f"{fid:<12}" + "".join(fmt(m.get(c[0])) for c in cols)
                      + f"{m.get('n_energy', 0):>8}{m.get('n_forces', 0):>8}")
+    for fid, m in metrics.items():
+        if m.get("by_energy"):
+            lines.append(f"{fid} by energy above the minimum (E / F RMSE, meV / meV/Å):")
+            for name, b in m["by_energy"].items():
+                lines.append(f"  {name:<12}{b['n_structures']:>7} structures"
+                             f"{fmt(b.get('energy_rmse'))}{fmt(b.get('forces_rmse'))}")
     return "\n".join(lines)
+
+
+#: Edges (eV above the minimum) of the energy bins of :func:`errors_by_energy`.
+ENERGY_BIN_EDGES = (0.0, 2.0, 5.0, 10.0, math.inf)
+
+
+def energy_above_minimum(energy: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """E_i − min_j E_j over the rows j of the same composition group (eV); NaN where the
+    energy is missing."""
+    energy = np.asarray(energy, dtype=np.float64)
+    out = np.full(energy.shape, np.nan)
+    for g in np.unique(groups):
+        rows = (groups == g) & np.isfinite(energy)
+        if rows.any():
+            out[rows] = energy[rows] - energy[rows].min()
+    return out
+
+
+def errors_by_energy(above: np.ndarray, n_atoms: np.ndarray, energy_err: np.ndarray,
+                     force_err: np.ndarray, edges=ENERGY_BIN_EDGES) -> dict[str, dict]:
+    """Energy and force errors (:func:`error_summary`) of the structures in each bin of
+    energy above the minimum; on wide-range data the high bins show what the overall
+    RMSE hides or is dominated by.
+
+    Args:
+        above: (n,) eV above the minimum of each structure (NaN: unbinned).
+        n_atoms: (n,) atoms per structure, in the order of the rows of ``force_err``.
+        energy_err: (n,) prediction − label (eV), NaN where unlabelled.
+        force_err: (Σ n_atoms, 3) prediction − label (eV/Å), NaN where unlabelled.
+    """
+    owner = np.repeat(np.arange(len(n_atoms)), np.asarray(n_atoms, dtype=np.int64))
+    out: dict[str, dict] = {}
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        rows = (above >= lo) & (above < hi)
+        if not rows.any():
+            continue
+        e = energy_err[rows]
+        f = force_err[rows[owner]]
+        entry = {"n_structures": int(rows.sum())}
+        entry.update(error_summary(e[np.isfinite(e)], "energy"))
+        entry.update(error_summary(f[np.isfinite(f).all(axis=1)], "forces"))
+        out[f"{lo:g}-{hi:g} eV"] = entry
+    return out

@@ -113,6 +113,27 @@ class MultiFidelityDataset(Dataset):
         )
         return data if self.graph is None else self.graph(data)
 
+    def geometry(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Atomic numbers (N,) and positions (N, 3) Å of row ``i``, without labels or graph."""
+        return self._geometry.geometry(int(i))
+
+    def force_rms(self, rows: Rows) -> np.ndarray:
+        """(F,) RMS of the labelled force components of each fidelity over ``rows``
+        (eV/Å; NaN for a fidelity without force labels there), streamed row by row."""
+        sq = np.zeros(len(self.fidelities))
+        count = np.zeros(len(self.fidelities))
+        for k, (frames, fid) in enumerate(self._levels):
+            for i in np.asarray(rows, dtype=np.int64):
+                if self.has_force_rows[i, k]:
+                    f = frames.forces_row(int(i), fid)
+                    if f is not None:
+                        f = np.asarray(f, dtype=np.float64)
+                        ok = np.isfinite(f)
+                        sq[k] += float(np.square(f[ok]).sum())
+                        count[k] += int(ok.sum())
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, np.sqrt(sq / np.maximum(count, 1)), np.nan)
+
     def element_counts(self) -> np.ndarray:
         """(n, len(elements)) int64: atoms of each element in each row (cached)."""
         if self._counts is None:

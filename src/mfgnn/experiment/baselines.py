@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data import Split, fit_self_energies
-from ..metrics import error_summary, labelled_errors
+from ..metrics import (energy_above_minimum, error_summary, errors_by_energy,
+                       labelled_errors)
 
 
 @dataclass
@@ -25,6 +26,7 @@ class LevelReferences:
     energy: np.ndarray
     forces: np.ndarray
     groups: np.ndarray
+    n_atoms: np.ndarray
 
     def of(self, fidelity: str) -> tuple[np.ndarray, np.ndarray]:
         t = self.fidelities.index(fidelity)
@@ -39,7 +41,7 @@ def level_references(dataset, rows) -> LevelReferences:
               else np.zeros((0, len(dataset.fidelities), 3)))
     _, groups = np.unique(dataset.element_counts_of(rows), axis=0, return_inverse=True)
     return LevelReferences(tuple(dataset.fidelities), dataset.energies[rows], forces,
-                           groups.reshape(-1))
+                           groups.reshape(-1), np.asarray(dataset.n_atoms)[rows])
 
 
 def self_energy_shift(dataset, fit_rows, rows, low: str, high: str) -> np.ndarray:
@@ -68,4 +70,7 @@ def baselines(dataset, split: Split, low: str, high: str) -> dict:
     e = error_summary(labelled_errors(shifted, e_hi), "energy_gap")
     out.update(f)
     out.update(e)
+    above = energy_above_minimum(e_hi, refs.groups)
+    f_gap = refs.of(low)[1] - refs.of(high)[1]
+    out["by_energy"] = errors_by_energy(above, refs.n_atoms, shifted - e_hi, f_gap)
     return out

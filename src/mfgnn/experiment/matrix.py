@@ -54,7 +54,7 @@ class ExperimentSettings:
         experiments: run only these experiment names (None: the whole matrix).
     """
 
-    data: str
+    data: str | Path
     low: str
     high: str
     train: int
@@ -67,6 +67,13 @@ class ExperimentSettings:
     max_time: float | None = None
     heads: tuple[str, ...] = HEAD_MODES
     experiments: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        # a single name is one name, not a sequence of letters
+        if isinstance(self.heads, str):
+            self.heads = (self.heads,)
+        if isinstance(self.experiments, str):
+            self.experiments = (self.experiments,)
 
 
 def base_config(base: dict | str | Path | None) -> dict:
@@ -81,7 +88,7 @@ def base_config(base: dict | str | Path | None) -> dict:
         values = yaml.safe_load(Path(base).read_text()) or {}
     ignored = [k for k in ("data", "labels", "split") if k in values]
     if ignored:
-        print(f"note: --config sections {', '.join(ignored)} are set by the experiment "
+        print(f"note: sections {', '.join(ignored)} of {path} are set by the experiment "
               "and ignored", file=sys.stderr)
     base = {k: v for k, v in values.items() if k in ("model", "loss", "train")}
     unknown = set(values) - {"model", "loss", "train", "data", "labels", "split"}
@@ -135,7 +142,7 @@ def _run_one(values: dict, run_dir: Path, dataset, split: Split, low: str, high:
             pred = Predictions(data["energy"][:, t] + shift, data["forces"][:, t])
         else:
             continue
-        result[role] = score(pred, *refs.of(fid), refs.groups)
+        result[role] = score(pred, *refs.of(fid), refs.groups, refs.n_atoms)
     return result
 
 
@@ -203,10 +210,20 @@ def run_experiment(settings: ExperimentSettings, log=None) -> int:
 
 
 def _aggregate(runs: list[dict]) -> dict:
+    """Mean ± 95 % CI over seeds of every metric (and of every energy bin's metrics)."""
     out: dict = {}
     for role in ("high", "low"):
-        keys = sorted({k for r in runs for k in r.get(role, {})})
-        if keys:
-            out[role] = {k: mean_ci95([r[role][k] for r in runs if k in r.get(role, {})])
-                         for k in keys}
+        metrics = [r[role] for r in runs if role in r]
+        if metrics:
+            out[role] = _mean_ci_tree(metrics)
+    return out
+
+
+def _mean_ci_tree(items: list[dict]) -> dict:
+    keys = sorted({k for m in items for k in m})
+    out = {}
+    for k in keys:
+        values = [m[k] for m in items if k in m]
+        out[k] = (_mean_ci_tree(values) if isinstance(values[0], dict)
+                  else mean_ci95(values))
     return out

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..metrics import MILLI, error_summary, labelled_errors
+from ..metrics import (MILLI, energy_above_minimum, error_summary, errors_by_energy,
+                       labelled_errors)
 
 # two-sided 95 % Student-t quantiles t_{0.975, dof} for dof = 1..30
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
@@ -60,11 +61,16 @@ class Predictions:
 
 
 def score(pred: Predictions, energy_ref: np.ndarray, forces_ref: np.ndarray,
-          groups: np.ndarray) -> dict:
+          groups: np.ndarray, n_atoms: np.ndarray | None = None) -> dict:
     """Energy RMSE/MAE/P99 (meV), force RMSE/MAE/P99 (meV/Å, over components) and ΔE
     RMSE (meV) on the labelled entries (:func:`mfgnn.metrics.error_summary`); a metric
-    is absent when no such label exists."""
+    is absent when no such label exists. With ``n_atoms`` (atoms per structure), also
+    ``by_energy``: the same errors binned by the reference energy above the minimum."""
     out: dict = {}
+    if n_atoms is not None:
+        out["by_energy"] = errors_by_energy(
+            energy_above_minimum(energy_ref, groups), n_atoms, pred.energy - energy_ref,
+            pred.forces - forces_ref)
     ok = np.isfinite(energy_ref)
     e = labelled_errors(pred.energy, energy_ref)
     out.update(error_summary(e, "energy"))

@@ -10,7 +10,7 @@ from ..fileio import write_text_atomic
 
 _COLUMNS = [("energy_rmse", "E RMSE (meV)"), ("forces_rmse", "F RMSE (meV/Å)"),
             ("delta_e_rmse", "ΔE RMSE (meV)"), ("energy_mae", "E MAE (meV)"),
-            ("forces_mae", "F MAE (meV/Å)")]
+            ("forces_mae", "F MAE (meV/Å)"), ("forces_p99", "F P99 (meV/Å)")]
 
 
 def _cell(metric: dict | None) -> str:
@@ -42,6 +42,7 @@ def markdown_tables(results: dict) -> str:
         for name, metrics in rows:
             lines.append(f"| {name} | " + " | ".join(_cell(metrics.get(k)) for k, _ in cols) + " |")
         lines.append("")
+    lines += _by_energy_table(results)
     base = results.get("baseline", {})
     if base:
         lines.append(f"## Baselines: {fids['low']} used as {fids['high']}, test split")
@@ -54,6 +55,30 @@ def markdown_tables(results: dict) -> str:
                          f"{base['energy_gap_rmse']:.2f} meV")
         lines.append("")
     return "\n".join(lines)
+
+
+def _by_energy_table(results: dict) -> list[str]:
+    """High-level force RMSE per bin of energy above the minimum (only when the test
+    split spans more than one bin: wide-range data)."""
+    gap = results.get("baseline", {}).get("by_energy", {})
+    rows = [(name, exp["high"].get("by_energy", {})) for name, exp in
+            results["experiments"].items() if "high" in exp]
+    bins = list(dict.fromkeys(list(gap) + [b for _, m in rows for b in m]))
+    if len(bins) < 2:
+        return []
+    lines = [f"## {results['fidelities']['high']} force RMSE (meV/Å) by energy above the "
+             "minimum, test split", "",
+             "| experiment | " + " | ".join(f"{b} (n={gap.get(b, {}).get('n_structures', '?')})"
+                                           for b in bins) + " |",
+             "|---|" + "---|" * len(bins)]
+    for name, by in rows:
+        lines.append(f"| {name} | " + " | ".join(_cell(by.get(b, {}).get("forces_rmse"))
+                                                 for b in bins) + " |")
+    lines.append("| raw gap | " + " | ".join(
+        f"{gap[b]['forces_rmse']:.1f}" if "forces_rmse" in gap.get(b, {}) else "–"
+        for b in bins) + " |")
+    lines.append("")
+    return lines
 
 
 def write_markdown(results: dict, path: Path) -> None:

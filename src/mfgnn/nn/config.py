@@ -106,6 +106,19 @@ class HIPNNConfig:
             before their squared norms are taken (tensor_order > 0 only).
         equivariant: optional E(3)-equivariant block (:class:`EquivariantConfig`, or a
             mapping of its fields); None (default) for the plain HIP-NN(-TS) trunk.
+        scale_targets: learn each fidelity's energy in units of a scale fitted on the
+            training labels: E_t = Σ_a ε_t(Z_a) + N μ_t + σ_t Ê_t, with μ_t the mean
+            per-atom residual energy and σ_t the RMS force component (eV/Å × 1 Å, so
+            forces come out as σ_t · (−∂Ê_t/∂x)); the loss then weighs each fidelity's
+            errors in units of σ_t (see :mod:`mfgnn.nn.normalization`).
+        zbl: add the screened-nuclear (ZBL) pair repulsion to every fidelity's energy
+            below ``zbl_outer`` Å, switched off smoothly from ``zbl_inner`` Å (see
+            :mod:`mfgnn.nn.zbl`).
+
+    ``soft_min`` and ``soft_max`` may be ``"auto"`` in a run configuration: training then
+    chooses them from the training set's pair distances
+    (:func:`mfgnn.data.distances.auto_sensitivity_range`); a model is always built
+    with numbers.
     """
 
     n_features: int = 64
@@ -122,6 +135,10 @@ class HIPNNConfig:
     head_penalty: float = 1.0e-3
     n_tensor_channels: int = 32
     equivariant: EquivariantConfig | None = None
+    scale_targets: bool = False
+    zbl: bool = False
+    zbl_inner: float = 0.6
+    zbl_outer: float = 1.0
 
     def __post_init__(self) -> None:
         if self.equivariant is not None and not isinstance(self.equivariant, EquivariantConfig):
@@ -130,12 +147,20 @@ class HIPNNConfig:
             _check_int(self, name, minimum=1)
         for name in ("n_interactions", "n_atom_layers"):
             _check_int(self, name, minimum=0)
-        for name in ("cutoff", "soft_min", "soft_max", "head_penalty"):
+        for name in ("cutoff", "soft_min", "soft_max", "head_penalty", "zbl_inner", "zbl_outer"):
             value = getattr(self, name)
+            if name in ("soft_min", "soft_max") and value == "auto":
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"model.{name} must be a number, got {value!r}")
             setattr(self, name, float(value))
-        if not 0.0 < self.soft_min < self.soft_max <= self.cutoff:
+        for name in ("scale_targets", "zbl"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"model.{name} must be true or false, got {getattr(self, name)!r}")
+        if not 0.0 < self.zbl_inner < self.zbl_outer <= self.cutoff:
+            raise ConfigError("model distances must satisfy 0 < zbl_inner < zbl_outer <= cutoff, "
+                              f"got zbl_inner={self.zbl_inner}, zbl_outer={self.zbl_outer}")
+        if not self.auto_range and not 0.0 < self.soft_min < self.soft_max <= self.cutoff:
             raise ConfigError(
                 "model distances must satisfy 0 < soft_min < soft_max <= cutoff, got "
                 f"soft_min={self.soft_min}, soft_max={self.soft_max}, cutoff={self.cutoff}"
@@ -152,6 +177,11 @@ class HIPNNConfig:
             raise ConfigError(f"model.heads {self.heads!r} unknown; choose one of {', '.join(HEAD_MODES)}")
         if not isinstance(self.residual, bool):
             raise ConfigError(f"model.residual must be true or false, got {self.residual!r}")
+
+    @property
+    def auto_range(self) -> bool:
+        """Whether soft_min or soft_max is still ``"auto"`` (to be chosen from data)."""
+        return "auto" in (self.soft_min, self.soft_max)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain (JSON/YAML-serialisable) dictionary of all fields."""

@@ -30,6 +30,7 @@ from mfgnn.errors import ModelError
 from mfgnn.nn.config import HIPNNConfig
 from mfgnn.nn.heads import HierarchicalHeads
 from mfgnn.nn.interaction import InteractionBlock
+from mfgnn.nn.zbl import ZBLRepulsion
 from mfgnn.nn.pairs import PairGeometry, build_pair_geometry
 
 #: ε (eV²) guarding 0/0 in the hierarchicality ratio.
@@ -91,6 +92,13 @@ class MultiFidelityHIPNN(nn.Module):
             if tuple(se.shape) != (n_fid, n_el):
                 raise ModelError(f"self_energies must have shape (F, n_elements) = {(n_fid, n_el)}, got {tuple(se.shape)}")
         self.register_buffer("self_energies", se.clone())
+        # E_t = Σ_a ε_t(Z_a) + N μ_t + σ_t Ê_t: identity (μ = 0, σ = 1) unless fitted
+        self.register_buffer("target_shift", torch.zeros(n_fid, dtype=torch.float64))
+        self.register_buffer("target_scale", torch.ones(n_fid, dtype=torch.float64))
+        self.register_load_state_dict_pre_hook(_identity_scales_for_old_files)
+        if config.auto_range:
+            raise ModelError("model.soft_min / soft_max are 'auto': choose them from the data "
+                             "first (training does; mfgnn.data.distances.auto_sensitivity_range)")
 
         c = config
         eq = c.equivariant
@@ -118,6 +126,18 @@ class MultiFidelityHIPNN(nn.Module):
                 soft_max=c.soft_max, cutoff=c.cutoff, activation=c.activation, residual=c.residual,
             )
         self.heads = HierarchicalHeads(widths, n_fid, c.heads, c.head_penalty)
+        self.zbl = ZBLRepulsion(c.zbl_inner, c.zbl_outer) if c.zbl else None
+
+    def set_target_scales(self, shift, scale) -> None:
+        """μ_t (eV/atom) and σ_t (eV) of :mod:`mfgnn.nn.normalization`, per fidelity."""
+        shift = torch.as_tensor(shift, dtype=torch.float64).reshape(-1)
+        scale = torch.as_tensor(scale, dtype=torch.float64).reshape(-1)
+        n = len(self.fidelities)
+        if shift.numel() != n or scale.numel() != n or not bool((scale > 0).all()):
+            raise ModelError(f"target scales need {n} shifts and {n} positive scales, got "
+                             f"{shift.tolist()} and {scale.tolist()}")
+        self.target_shift.copy_(shift)
+        self.target_scale.copy_(scale)
 
     # ------------------------------------------------------------------ construction
     def reset_parameters(self) -> None:
@@ -140,10 +160,12 @@ class MultiFidelityHIPNN(nn.Module):
             raise ModelError(f"model hyper-parameters lack the key {err}") from None
 
     def _apply(self, fn, *args, **kwargs):
-        # Keep the self-energies float64 under model.float()/.double()/.half(); follow device moves.
-        se = self.self_energies
+        # Keep the self-energies and target scales float64 under model.float()/.double();
+        # follow device moves.
+        kept = {name: getattr(self, name) for name in FLOAT64_BUFFERS}
         out = super()._apply(fn, *args, **kwargs)
-        self.self_energies = se.to(device=self.self_energies.device, dtype=torch.float64)
+        for name, value in kept.items():
+            setattr(self, name, value.to(device=getattr(self, name).device, dtype=torch.float64))
         return out
 
     @property
@@ -193,15 +215,20 @@ class MultiFidelityHIPNN(nn.Module):
             forces = [forces]
         return sorted({self.fidelity_index(name) for name in forces})
 
-    def geometry(self, data, pos: Tensor) -> PairGeometry:
-        """Padded pair geometry from ``data.edge_index`` (or a radius graph at the cutoff)."""
+    def edges(self, data, pos: Tensor) -> Tensor:
+        """``data.edge_index``, or a radius graph at the cutoff when it has none."""
         edge_index = getattr(data, "edge_index", None)
         if edge_index is None:
             from mfgnn.data.graph import radius_graph
 
             batch = getattr(data, "batch", None)
             edge_index = radius_graph(pos.detach(), self.config.cutoff, batch)
-        return build_pair_geometry(pos, edge_index, self.config.cutoff, self.config.tensor_order)
+        return edge_index
+
+    def geometry(self, data, pos: Tensor) -> PairGeometry:
+        """Padded pair geometry from ``data.edge_index`` (or a radius graph at the cutoff)."""
+        return build_pair_geometry(pos, self.edges(data, pos), self.config.cutoff,
+                                   self.config.tensor_order)
 
     def forward(self, data, forces: bool | Sequence[str] = False, training: bool = False) -> dict[str, Tensor]:
         """Energies of all fidelities (and forces of the requested ones) of a batch.
@@ -213,8 +240,9 @@ class MultiFidelityHIPNN(nn.Module):
             training: keep the graph of the forces (create_graph) for a force loss.
 
         Returns:
-            ``energy`` (B, F) float64 eV including self-energies; ``hierarchical``
-            (N + 1, ΣN, F) per-atom E^n_{i,t} in eV (model dtype, no self-energies);
+            ``energy`` (B, F) float64 eV including self-energies (and the ZBL term);
+            ``hierarchical`` (N + 1, ΣN, F) per-atom E^n_{i,t} in units of σ_t (model
+            dtype, no self-energies, no shift);
             ``forces`` (ΣN, F, 3) eV/Å in the model dtype when requested, NaN in the
             columns of fidelities not requested. Outputs are detached when
             ``training`` is False and forces were requested, or when grad is disabled.
@@ -239,15 +267,20 @@ class MultiFidelityHIPNN(nn.Module):
             n_struct = getattr(data, "num_graphs", None) or (int(batch.max()) + 1 if n_atoms else 0)
 
         with torch.enable_grad() if wanted else nullcontext():
-            geom = self.geometry(data, pos)
+            edge_index = self.edges(data, pos)
+            geom = build_pair_geometry(pos, edge_index, self.config.cutoff, self.config.tensor_order)
             z = nn.functional.one_hot(species, len(self.elements)).to(pos.dtype)
             feats = [z]
             for block in self.trunk():
                 z = block(z, geom)
                 feats.append(z)
-            hier = self.heads(feats)  # (N+1, ΣN, F)
-            per_atom = hier.to(torch.float64).sum(0) + self.self_energies[:, species].t()
+            hier = self.heads(feats)  # (N+1, ΣN, F), in units of σ_t
+            per_atom = (hier.to(torch.float64).sum(0) * self.target_scale + self.target_shift
+                        + self.self_energies[:, species].t())
             energy = per_atom.new_zeros(n_struct, per_atom.shape[1]).index_add(0, batch, per_atom)
+            if self.zbl is not None:
+                energy = energy + self.zbl(data.z.to(pos.device), pos, edge_index, batch,
+                                           n_struct)[:, None]
             out = {"energy": energy, "hierarchical": hier}
             if wanted:
                 out["forces"] = self._forces(energy, pos, wanted, training)
@@ -291,3 +324,16 @@ class MultiFidelityHIPNN(nn.Module):
 
     def extra_repr(self) -> str:
         return f"fidelities={list(self.fidelities)}, elements={list(self.elements)}"
+
+
+#: Buffers kept in float64 whatever the model's dtype.
+FLOAT64_BUFFERS = ("self_energies", "target_shift", "target_scale")
+
+
+def _identity_scales_for_old_files(module, state_dict, prefix, *args, **kwargs) -> None:
+    """Model files written before target scaling existed load with μ = 0, σ = 1."""
+    for name, fill in (("target_shift", 0.0), ("target_scale", 1.0)):
+        key = prefix + name
+        if key not in state_dict and prefix + "self_energies" in state_dict:
+            n = state_dict[prefix + "self_energies"].shape[0]
+            state_dict[key] = torch.full((n,), fill, dtype=torch.float64)

@@ -20,9 +20,9 @@ from ..nn import MultiFidelityHIPNN
 from .batches import BatchSource, TrainingData
 from .config import TrainConfig
 from .ema import ExponentialMovingAverage
-from .progress import STDERR, EpochProgress
+from .progress import STDERR, EpochProgress, say
 from .run_folder import RunFolder
-from .schedulers import PlateauScheduler
+from .schedule import BudgetSchedule, PlateauScheduler
 from .setup import RunSetup, setup_run
 from .trainer import Trainer
 
@@ -35,10 +35,13 @@ def pick_device(name: str) -> torch.device:
 
 
 def build_model(setup: RunSetup) -> MultiFidelityHIPNN:
-    """A fresh model for ``setup`` (seeded by ``train.seed``)."""
+    """A fresh model for ``setup`` (seeded by ``train.seed``), with its target scales."""
     torch.manual_seed(setup.config.train.seed)
-    return MultiFidelityHIPNN(setup.config.model, setup.fidelities,
-                              setup.dataset.elements, setup.self_energies)
+    model = MultiFidelityHIPNN(setup.config.model, setup.fidelities,
+                               setup.dataset.elements, setup.self_energies)
+    if setup.target_scales is not None:
+        model.set_target_scales(setup.target_scales.shift, setup.target_scales.scale)
+    return model
 
 
 def build_optimizer(params, settings: TrainConfig) -> torch.optim.Optimizer:
@@ -49,8 +52,11 @@ def build_optimizer(params, settings: TrainConfig) -> torch.optim.Optimizer:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, settings: TrainConfig):
     """The learning-rate schedule of ``train:``."""
-    return PlateauScheduler(optimizer, settings.scheduler_factor,
-                            settings.scheduler_patience, settings.min_lr)
+    if settings.scheduler == "plateau":
+        return PlateauScheduler(optimizer, settings.scheduler_factor,
+                                settings.scheduler_patience, settings.min_lr)
+    return BudgetSchedule(optimizer, settings.lr, settings.min_lr, warmup=settings.warmup,
+                          shape=settings.scheduler)
 
 
 def build_data(setup: RunSetup) -> TrainingData:
@@ -91,8 +97,12 @@ def build_trainer(setup: RunSetup, out_dir: str | Path, resume: bool = False,
     device = pick_device(settings.device)
     model = build_model(setup).to(device)
     optimizer = build_optimizer(model.parameters(), settings)
+    for note in setup.notes:
+        say(log, note)
+    scales = model.target_scale.cpu() if setup.config.model.scale_targets else None
     trainer = Trainer(
-        model, MultiFidelityLoss(setup.fidelities, setup.config.labels, setup.config.loss),
+        model, MultiFidelityLoss(setup.fidelities, setup.config.labels, setup.config.loss,
+                                 scales),
         optimizer, build_scheduler(optimizer, settings), build_data(setup), folder, settings,
         ema=ExponentialMovingAverage(model, settings.ema_decay) if settings.ema_decay > 0 else None,
         callbacks=[EpochProgress(setup.fidelities, log)], write_model=model_writer(setup),

@@ -9,13 +9,21 @@ from ..errors import ConfigError
 
 #: Optimisers accepted by :attr:`TrainConfig.optimizer`.
 OPTIMIZERS = ("adam", "adamw")
+#: Learning-rate schedules accepted by :attr:`TrainConfig.scheduler`.
+SCHEDULERS = ("plateau", "cosine", "linear")
 
 
 @dataclass
 class TrainConfig:
     """Optimisation settings.
 
-    Adam or AdamW with ReduceLROnPlateau on the validation loss, early stopping after
+    Adam or AdamW; the learning rate follows ``scheduler``: ``plateau``
+    (ReduceLROnPlateau on the validation loss: ``scheduler_patience``,
+    ``scheduler_factor``) or a schedule that spends the budget, ``cosine`` or ``linear``:
+    linear warm-up over the first ``warmup`` fraction of the budget, then decay to
+    ``min_lr`` when ``max_epochs`` or ``max_time`` runs out, whichever comes first
+    (:mod:`mfgnn.training.schedule`); ``min_lr`` is the floor of every schedule. Early
+    stopping after
     ``patience`` epochs without improvement, an exponential moving average of the weights
     (``ema_decay``, 0 turns it off; validation and the saved model use the EMA weights),
     gradient-norm clipping (``grad_clip``, 0 turns it off), ``max_time`` seconds of
@@ -28,6 +36,8 @@ class TrainConfig:
     batch_size: int = 64
     eval_batch_size: int = 256
     lr: float = 1.0e-3
+    scheduler: str = "plateau"
+    warmup: float = 0.05
     optimizer: str = "adam"
     weight_decay: float = 0.0
     scheduler_patience: int = 10
@@ -60,6 +70,12 @@ class TrainConfig:
         if self.ema_decay >= 1:
             raise ConfigError(f"train.ema_decay must be < 1 (0 turns it off), got {self.ema_decay}")
         check_choice(self.optimizer, OPTIMIZERS, w + "optimizer")
+        check_choice(self.scheduler, SCHEDULERS, w + "scheduler")
+        check_number(self.warmup, w + "warmup", minimum=0)
+        if self.warmup >= 1:
+            raise ConfigError(f"train.warmup is a fraction of the budget (< 1), got {self.warmup}")
+        if self.min_lr > self.lr:
+            raise ConfigError(f"train.min_lr ({self.min_lr}) exceeds train.lr ({self.lr})")
         if not isinstance(self.device, str) or not (
                 self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise ConfigError(f"train.device must be auto, cpu or cuda[:N], got {self.device!r}")

@@ -17,8 +17,8 @@ from ..model_file import load_model
 from .batches import BatchSource
 
 
-def evaluate_model(model, batches, loss_fn: MultiFidelityLoss | None = None
-                   ) -> tuple[float, dict]:
+def evaluate_model(model, batches, loss_fn: MultiFidelityLoss | None = None,
+                   accumulator: MetricAccumulator | None = None) -> tuple[float, dict]:
     """Mean loss (when ``loss_fn`` is given, else NaN) and per-fidelity metrics
     (:class:`~mfgnn.metrics.MetricAccumulator`).
 
@@ -27,11 +27,13 @@ def evaluate_model(model, batches, loss_fn: MultiFidelityLoss | None = None
         batches: batches whose label columns are the model's (see
             :class:`~mfgnn.training.batches.BatchSource`).
         loss_fn: the training loss, to report the validation loss.
+        accumulator: collects the errors (a fresh one by default); pass one to read
+            more from it afterwards (e.g. :meth:`MetricAccumulator.by_energy`).
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    metrics = MetricAccumulator(model.fidelities)
+    metrics = accumulator if accumulator is not None else MetricAccumulator(model.fidelities)
     total, count = 0.0, 0
     for batch in batches:
         batch = batch.to(device)
@@ -56,7 +58,10 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "tes
     By default on the run's own ``split`` ("train", "valid", "test"); with ``data`` (a
     dataset spec) on every row of that dataset, matching fidelities by name.
     Returns ``{fidelity: {"energy_rmse", "energy_mae", "energy_p99": meV,
-    "forces_rmse", "forces_mae", "forces_p99": meV/Å, "n_energy", "n_forces"}}``.
+    "forces_rmse", "forces_mae", "forces_p99": meV/Å, "n_energy", "n_forces",
+    "by_energy": {bin: the same errors}}}``, where ``by_energy`` bins the structures by
+    their label energy above the minimum of their composition (when they span more than
+    one bin of :data:`~mfgnn.metrics.ENERGY_BIN_EDGES`: wide-range data).
     """
     from ..config import load_config
     from ..data import Split, load_dataset
@@ -80,7 +85,16 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "tes
             f"{', '.join(model.fidelities)}; data: {', '.join(dataset.fidelities)})")
     check_elements(model, dataset, rows, run_dir / "model.pt")
     source = BatchSource(dataset, rows, columns, batch_size)
-    _, metrics = evaluate_model(model, source.batches())
+    accumulator = MetricAccumulator(model.fidelities)
+    _, metrics = evaluate_model(model, source.batches(), accumulator=accumulator)
+
+    def groups_of(structure_rows):
+        counts = dataset.element_counts_of(structure_rows)
+        return np.unique(counts, axis=0, return_inverse=True)[1].reshape(-1)
+
+    for name, bins in accumulator.by_energy(groups_of).items():
+        if len(bins) > 1 and name in metrics:
+            metrics[name]["by_energy"] = bins
     if json_path:
         try:
             write_json_atomic(json_path, metrics)

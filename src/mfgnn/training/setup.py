@@ -8,7 +8,9 @@ not selected are never used, not even for the self-energy fit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,8 @@ import torch
 
 from ..config import RunConfig
 from ..data import MultiFidelityDataset, Split, fit_self_energies, load_dataset, make_split
+from ..data.distances import auto_sensitivity_range, coverage_warning, pair_distance_stats
+from ..nn.normalization import TargetScales, fit_target_scales
 from ..errors import ConfigError, DataError
 
 
@@ -30,6 +34,8 @@ class RunSetup:
     fidelities: tuple[str, ...]      # the model's, lowest level first
     columns: list[int]               # their columns in the dataset's labels
     self_energies: torch.Tensor      # (F_model, n_elements) float64, eV
+    target_scales: TargetScales | None = None   # μ_t, σ_t when model.scale_targets
+    notes: list[str] = field(default_factory=list)  # what the setup chose or found
 
 
 def check_labels(config: RunConfig, dataset: MultiFidelityDataset) -> None:
@@ -115,7 +121,66 @@ def setup_run(config: RunConfig, out_dir: Path | None = None) -> RunSetup:
                                 f"({_field(dataset, name, 'forces')}; NaN = missing)")
     columns = [dataset.fidelities.index(f) for f in fidelities]
     self_energies = fit_model_self_energies(dataset, split, fidelities, config)
-    return RunSetup(config, dataset, split, tuple(fidelities), columns, self_energies)
+    notes: list[str] = []
+    config = check_distances(config, dataset, split, notes)
+    scales = None
+    if config.model.scale_targets:
+        scales = fit_model_target_scales(config, dataset, split, fidelities, self_energies)
+        notes.append("target scales (model.scale_targets): " + ", ".join(
+            f"{f} μ {m:+.4f} eV/atom σ {sd:.4g} eV" for f, m, sd in
+            zip(fidelities, scales.shift, scales.scale)))
+    return RunSetup(config, dataset, split, tuple(fidelities), columns, self_energies,
+                    scales, notes)
+
+
+def check_distances(config: RunConfig, dataset, split: Split, notes: list[str]) -> RunConfig:
+    """Pair distances of the training rows against the sensitivity range: warns (with
+    numbers) when pairs fall below ``soft_min``; resolves ``"auto"`` soft_min/soft_max
+    from the data. Returns the configuration with numeric distances."""
+    model = config.model
+    stats = pair_distance_stats(dataset, split.train, cutoff=model.cutoff)
+    q = stats.quantiles
+    notes.append(f"training pair distances: min {stats.min_distance:.3f} Å, 0.1 % "
+                 f"{q.get(0.001, float('nan')):.3f} Å, 1 % {q.get(0.01, float('nan')):.3f} Å, "
+                 f"median {q.get(0.5, float('nan')):.3f} Å ({stats.n_pairs} pairs)")
+    if model.auto_range:
+        lo, hi = auto_sensitivity_range(stats, model.cutoff)
+        lo = lo if model.soft_min == "auto" else model.soft_min
+        hi = hi if model.soft_max == "auto" else model.soft_max
+        notes.append(f"sensitivity range chosen from the data: soft_min {lo} Å, soft_max {hi} Å")
+        model = dataclasses.replace(model, soft_min=lo, soft_max=hi)
+        config = dataclasses.replace(config, model=model)
+    message = coverage_warning(stats, model.soft_min)
+    if message:
+        warnings.warn(message, UserWarning, stacklevel=3)
+        notes.append(message)
+    return config
+
+
+def fit_model_target_scales(config: RunConfig, dataset, split: Split, fidelities: list[str],
+                            self_energies: torch.Tensor) -> TargetScales:
+    """μ_t per fidelity and one σ shared by the model's fidelities, from training labels
+    that are selected for training only.
+
+    σ is the RMS force component of the trained force labels (pooled over fidelities as
+    a geometric mean), else the geometric mean of the per-atom residual-energy spreads.
+    One σ for all levels keeps the heads' modes meaningful (delta: E_t = E_{t−1} + ΔE_t
+    in the same units) and the levels' errors comparable."""
+    rows = np.asarray(split.train)
+    cols = [dataset.fidelities.index(f) for f in fidelities]
+    energies = dataset.energies[np.ix_(rows, cols)].copy()
+    for t, name in enumerate(fidelities):
+        if "energy" not in config.labels.get(name, []):
+            energies[:, t] = np.nan
+    counts = dataset.element_counts_of(rows).astype(np.float64)
+    reference = counts @ self_energies.numpy().T
+    rms = dataset.force_rms(rows)[cols]
+    rms = np.array([r if "forces" in config.labels.get(name, []) else np.nan
+                    for r, name in zip(rms, fidelities)])
+    fit = fit_target_scales(energies, dataset.n_atoms[rows], reference, rms, fidelities)
+    from_forces = [sd for sd, src in zip(fit.scale, fit.source) if src == "forces"]
+    common = float(np.exp(np.mean(np.log(from_forces or list(fit.scale)))))
+    return dataclasses.replace(fit, scale=np.full(len(fidelities), common))
 
 
 def _sizes(split: Split) -> str:

@@ -42,7 +42,7 @@ class Trainer:
         loss_fn: ``loss_fn(out, batch, hierarchicality, regularization) -> LossTerms``.
         optimizer: a torch optimiser over the parameters to train.
         scheduler: ``step_end(fraction)`` / ``epoch_end(valid_loss, fraction)`` /
-            ``state_dict`` (see :mod:`mfgnn.training.schedulers`).
+            ``state_dict`` (see :mod:`mfgnn.training.schedule`).
         data: the training, validation and test batch sources.
         folder: the run folder (checkpoints, metrics, model, test metrics).
         settings: budget, early stopping, clipping, bad-step limit.
@@ -72,6 +72,7 @@ class Trainer:
         self.history: list[dict] = []
         self._elapsed_before = 0.0
         self._session_start = time.monotonic()
+        self._epoch_part = 0.0  # share of the current epoch's steps done
 
     # ------------------------------------------------------------------ budget
     def session_seconds(self) -> float:
@@ -85,7 +86,7 @@ class Trainer:
         """Share of the budget spent: epochs of ``max_epochs`` or seconds of
         ``max_time``, whichever is further along (at most 1)."""
         s = self.settings
-        done = self.epoch / s.max_epochs
+        done = (self.epoch + self._epoch_part) / s.max_epochs
         if s.max_time is not None:
             done = max(done, self.elapsed() / s.max_time)
         return min(done, 1.0)
@@ -117,7 +118,9 @@ class Trainer:
     def train_epoch(self) -> dict:
         self.model.train()
         losses, skipped = [], 0
-        for batch in self.data.train.batches(self.epoch):
+        batches = self.data.train.batches(self.epoch)
+        for k, batch in enumerate(batches):
+            self._epoch_part = (k + 1) / max(len(batches), 1)
             loss = self.train_step(batch.to(self.device))
             if loss is None:
                 skipped += 1
@@ -169,6 +172,7 @@ class Trainer:
                     f"{self.folder.kept_checkpoint(self.epoch)} (lower the learning rate "
                     "or check the data)")
             self.epoch += 1
+            self._epoch_part = 0.0
             self.scheduler.epoch_end(valid_loss, self.budget_fraction())
             if valid_loss < self.best_valid:
                 self.best_valid, self.best_state, self.bad_epochs = (
