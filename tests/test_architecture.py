@@ -34,7 +34,7 @@ def test_every_command_is_a_module_with_add_arguments_and_run():
 
 @pytest.mark.parametrize("section,values,message", [
     ("mfgnn.training.config:TrainConfig", {"lr": -1.0}, "train.lr must be > 0"),
-    ("mfgnn.training.config:TrainConfig", {"optimizer": "sgd"}, "train.optimizer 'sgd' unknown"),
+    ("mfgnn.training.config:TrainConfig", {"optimizer": "sgd"}, "train: unknown optimizer 'sgd'"),
     ("mfgnn.training.config:TrainConfig", {"batch_size": 0}, "train.batch_size must be >= 1"),
     ("mfgnn.loss:LossConfig", {"forces_weight": -1}, "loss.forces_weight must be >= 0"),
     ("mfgnn.loss:LossConfig", {"energy_weight": {"f12": "x"}}, "loss.energy_weight.f12"),

@@ -235,7 +235,7 @@ def test_bad_equivariant_config_raises_config_error_naming_the_key():
         config_from_dict(run)
     with pytest.raises(ConfigError, match=r"model\.equivariant\.lmax must be 1, 2 or 3, got 5"):
         HIPNNConfig(equivariant={"lmax": 5})
-    with pytest.raises(ConfigError, match=r"model\.equivariant\.position 'middle' unknown"):
+    with pytest.raises(ConfigError, match=r"model\.equivariant: unknown position 'middle'"):
         HIPNNConfig(equivariant={"position": "middle"})
     with pytest.raises(ConfigError, match=r"model\.equivariant\.channels must be an integer >= 1, got 0"):
         HIPNNConfig(equivariant={"channels": 0})

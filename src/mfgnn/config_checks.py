@@ -50,12 +50,13 @@ def build_section(cls: type[T], values: Any, where: str) -> T:
     return cls(**dict(values))
 
 
-def check_choice(value: Any, choices: Iterable[str], where: str) -> None:
-    """ConfigError unless ``value`` is one of ``choices``."""
+def check_choice(value: Any, choices: Iterable[str], where: str, what: str) -> None:
+    """ConfigError ``"{where}: unknown {what} 'x'; did you mean 'y'? choose one of …"``
+    unless ``value`` is one of ``choices``."""
     choices = list(choices)
-    if value not in choices:
-        raise ConfigError(f"{where} {value!r} unknown{closest(str(value), choices)}; "
-                          f"choose one of {', '.join(choices)}")
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"{where}: unknown {what} {value!r}{closest(str(value), choices)} "
+                          f"(choose one of {', '.join(choices)})")
 
 
 def check_number(value: Any, where: str, minimum: float | None = None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
-from mfgnn.config_checks import build_section
+from mfgnn.config_checks import build_section, check_choice
 from mfgnn.errors import ConfigError
 
 #: Names accepted by :attr:`HIPNNConfig.activation`.
@@ -57,10 +57,7 @@ class EquivariantConfig:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ConfigError(f"{where}.avg_neighbors must be a number > 0, got {value!r}")
         self.avg_neighbors = float(value)
-        if self.position not in EQUIVARIANT_POSITIONS:
-            raise ConfigError(
-                f"{where}.position {self.position!r} unknown; choose one of {', '.join(EQUIVARIANT_POSITIONS)}"
-            )
+        check_choice(self.position, EQUIVARIANT_POSITIONS, where, "position")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dictionary of all fields."""
@@ -169,12 +166,8 @@ class HIPNNConfig:
             raise ConfigError(f"model.head_penalty must be >= 0, got {self.head_penalty}")
         if self.tensor_order not in (0, 1, 2) or isinstance(self.tensor_order, bool):
             raise ConfigError(f"model.tensor_order must be 0, 1 or 2, got {self.tensor_order!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ConfigError(
-                f"model.activation {self.activation!r} unknown; choose one of {', '.join(ACTIVATIONS)}"
-            )
-        if self.heads not in HEAD_MODES:
-            raise ConfigError(f"model.heads {self.heads!r} unknown; choose one of {', '.join(HEAD_MODES)}")
+        check_choice(self.activation, ACTIVATIONS, "model", "activation")
+        check_choice(self.heads, HEAD_MODES, "model", "heads")
         if not isinstance(self.residual, bool):
             raise ConfigError(f"model.residual must be true or false, got {self.residual!r}")
 

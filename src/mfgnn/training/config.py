@@ -69,8 +69,8 @@ class TrainConfig:
         check_number(self.ema_decay, w + "ema_decay", minimum=0)
         if self.ema_decay >= 1:
             raise ConfigError(f"train.ema_decay must be < 1 (0 turns it off), got {self.ema_decay}")
-        check_choice(self.optimizer, OPTIMIZERS, w + "optimizer")
-        check_choice(self.scheduler, SCHEDULERS, w + "scheduler")
+        check_choice(self.optimizer, OPTIMIZERS, "train", "optimizer")
+        check_choice(self.scheduler, SCHEDULERS, "train", "scheduler")
         check_number(self.warmup, w + "warmup", minimum=0)
         if self.warmup >= 1:
             raise ConfigError(f"train.warmup is a fraction of the budget (< 1), got {self.warmup}")
