@@ -52,7 +52,7 @@ package.__path__ = [{str(DATA_DIR)!r}]
 sys.modules["mfgnn.data"] = package
 spec = importlib.import_module("mfgnn.data.spec")
 loaded = sorted(m for m in sys.modules if m.startswith("mfgnn.data."))
-assert loaded == ["mfgnn.data.spec"], loaded
+assert loaded == ["mfgnn.data.fidelity_order", "mfgnn.data.spec"], loaded  # no reader
 print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -9,7 +9,8 @@ HELP = "dataset tools"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="data_command", required=True)
-    s = sub.add_parser("summary", help="structures, labels, elements and self-energies")
+    s = sub.add_parser("summary", help="structures, labels, elements and self-energies, "
+                                       "per dataset and per fidelity")
     s.add_argument("spec", help="dataset spec (YAML)")
     s.add_argument("--json", help="also write the summary to this JSON file")
 

@@ -9,28 +9,35 @@ Units everywhere: energies in eV (float64), lengths in Å, forces in eV/Å.
 from __future__ import annotations
 
 from .bundled import demo_spec_path
+from .blocks import DatasetBlock
 from .dataset import DatasetSubset, MultiFidelityDataset
+from .fidelity_order import merge_orders
 from .graph import radius_graph
 from .loading import load_dataset
 from .self_energy import SelfEnergies, fit_self_energies
-from .spec import DatasetSpec, FidelitySpec, parse_spec, read_spec
-from .splits import Split, make_split
+from .spec import DatasetSpec, FidelitySpec, SourceSpec, parse_spec, read_spec
+from .splits import Split, SplitConfig, make_dataset_split, make_split
 from .summary import format_summary, run_summary, summarize
 from .transforms import RadiusGraph
 
 __all__ = [
+    "DatasetBlock",
     "DatasetSpec",
     "DatasetSubset",
     "FidelitySpec",
     "MultiFidelityDataset",
     "RadiusGraph",
     "SelfEnergies",
+    "SourceSpec",
     "Split",
+    "SplitConfig",
     "demo_spec_path",
     "fit_self_energies",
     "format_summary",
     "load_dataset",
+    "make_dataset_split",
     "make_split",
+    "merge_orders",
     "parse_spec",
     "radius_graph",
     "read_spec",

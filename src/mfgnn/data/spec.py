@@ -13,16 +13,33 @@ Example::
         path: ../shared/data/mp2_ccsdt/ch2o_cc_avtz_3601.npz
         energy_unit: eV
 
+Several datasets (rows concatenated; a fidelity a dataset lacks is NaN there)::
+
+    datasets:
+      h2co:
+        fidelities:
+          mp2: {path: .../ch2o_mp2_avtz_3601.npz, energy_unit: eV}
+          ccsdt: {path: .../ch2o_cc_avtz_3601.npz, energy_unit: eV}
+      hcooh:
+        fidelities:
+          mp2: {path: .../meuwly_db_HCOOH_MP2.npz, energy_unit: eV}
+    order: [mp2, ccsdt]    # optional: needed when the datasets' orders do not merge
+
+Within a dataset every file holds the same geometries row by row; the fidelities of all
+datasets are ordered by ``order:`` or by merging the datasets' orders
+(:func:`~mfgnn.data.fidelity_order.merge_orders`). The single-dataset form above means one
+dataset named by ``name``, else the spec file's stem, else ``data``.
+
 Relative paths are relative to the spec file (or to ``base_dir`` / the working directory
 for a spec given as a dict). ``energy_key`` / ``forces_key`` are shorthands for
-``keys.energy`` / ``keys.forces``; ``forces: null`` declares a fidelity without forces.
+``keys.energy`` / ``keys.forces``; ``forces: null`` (or ``forces_key: null``) declares a
+fidelity without forces.
 Parsing errors raise :class:`mfgnn.errors.ConfigError`, naming the key and suggesting the
 closest valid one.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,16 +47,21 @@ from typing import Any
 
 import yaml
 
+from ..config_checks import check_choice, check_keys
 from ..errors import ConfigError
 from ..fileio import write_text_atomic
 from ..units import ENERGY_UNITS, LENGTH_UNITS
+from .fidelity_order import merge_orders
 
 FORMATS = ("npz", "ani-h5", "extxyz")
 _SUFFIX_FORMATS = {".npz": "npz", ".h5": "ani-h5", ".hdf5": "ani-h5", ".hdf": "ani-h5",
                    ".xyz": "extxyz", ".extxyz": "extxyz"}
-_TOP_KEYS = ("fidelities", "name", "description")
+_TOP_KEYS = ("fidelities", "datasets", "order", "name", "description")
+_DATASET_KEYS = ("fidelities", "description")
+#: Name of the one dataset of a single-dataset spec given as a mapping without ``name``.
+DEFAULT_DATASET_NAME = "data"
 _FIDELITY_KEYS = ("path", "format", "energy_unit", "length_unit", "keys", "energy_key",
-                  "forces_key")
+                  "forces_key", "forces")
 _KEY_NAMES = ("positions", "numbers", "energy", "forces")
 #: Default energy unit per format (the ANI layout defines hartree; others assume eV).
 DEFAULT_ENERGY_UNIT = {"npz": "eV", "ani-h5": "hartree", "extxyz": "eV"}
@@ -87,28 +109,123 @@ class FidelitySpec:
         return out
 
 
-@dataclass
-class DatasetSpec:
-    """A parsed dataset spec: fidelities ordered from the lowest to the highest level."""
+def default_dataset_name(name: str | None, source: Path | None) -> str:
+    """Name of the one dataset of a single-dataset spec: ``name``, else the spec file's
+    stem, else :data:`DEFAULT_DATASET_NAME`."""
+    if name:
+        return name
+    if source is not None and Path(source).stem:
+        return Path(source).stem
+    return DEFAULT_DATASET_NAME
 
+
+@dataclass
+class SourceSpec:
+    """One dataset of a spec: fidelities (lowest level first) whose files hold the same
+    geometries row by row."""
+
+    name: str
     fidelities: tuple[FidelitySpec, ...]
-    source: Path | None = None
-    name: str | None = None
     description: str | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
-        """Fidelity names in order, lowest level first."""
+        """Fidelity names of this dataset, lowest level first."""
         return tuple(f.name for f in self.fidelities)
 
     def to_dict(self, relative_to: Path | None = None) -> dict[str, Any]:
-        """Plain dict (YAML-ready); paths relative to ``relative_to`` when given."""
+        """Plain dict (YAML-ready) of the dataset's entry under ``datasets:``."""
+        out: dict[str, Any] = {}
+        if self.description:
+            out["description"] = self.description
+        out["fidelities"] = {f.name: f.to_dict(relative_to) for f in self.fidelities}
+        return out
+
+
+@dataclass
+class DatasetSpec:
+    """A parsed dataset spec: one or more datasets whose rows are concatenated.
+
+    Give either ``fidelities`` (one dataset, named by :func:`default_dataset_name`) or
+    ``datasets``; the other is filled in.
+
+    Attributes:
+        fidelities: every :class:`FidelitySpec` of every dataset, in dataset order (a
+            fidelity name repeats when several datasets hold it; :attr:`names` is the
+            merged order).
+        source: the YAML file, when read from one.
+        name, description: optional.
+        datasets: the datasets, in spec order (their rows are concatenated in this order).
+        order: the declared top-level ``order:`` (None: merged from the datasets).
+    """
+
+    fidelities: tuple[FidelitySpec, ...] = ()
+    source: Path | None = None
+    name: str | None = None
+    description: str | None = None
+    datasets: tuple[SourceSpec, ...] = ()
+    order: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        where = str(self.source) if self.source is not None else "dataset spec"
+        if not self.datasets:
+            if not self.fidelities:
+                raise ConfigError(f"{where}: a dataset spec needs 'fidelities' or 'datasets'")
+            self.datasets = (SourceSpec(default_dataset_name(self.name, self.source),
+                                        tuple(self.fidelities)),)
+        self.datasets = tuple(self.datasets)
+        flat = tuple(f for d in self.datasets for f in d.fidelities)
+        if self.fidelities and tuple(self.fidelities) != flat:
+            raise ConfigError(f"{where}: give either 'fidelities' (one dataset) or "
+                              "'datasets', not both")
+        self.fidelities = flat
+        names = [d.name for d in self.datasets]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{where}: dataset names must be unique, got {names}")
+        for d in self.datasets:
+            if not d.fidelities:
+                raise ConfigError(f"{where}: dataset {d.name!r} has no fidelities")
+            if len(set(d.names)) != len(d.names):
+                raise ConfigError(f"{where}: dataset {d.name!r} lists a fidelity twice")
+        if self.order is not None and not isinstance(self.order, str):
+            self.order = tuple(self.order)
+        self._names = merge_orders({d.name: d.names for d in self.datasets}, self.order, where)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Fidelity names of all datasets in one order, lowest level first."""
+        return self._names
+
+    @property
+    def dataset_names(self) -> tuple[str, ...]:
+        """Dataset names, in the order their rows are concatenated."""
+        return tuple(d.name for d in self.datasets)
+
+    def dataset(self, name: str) -> SourceSpec:
+        """The dataset called ``name`` (ConfigError naming the valid ones otherwise)."""
+        for d in self.datasets:
+            if d.name == name:
+                return d
+        check_choice(name, self.dataset_names, "dataset spec", "dataset")
+        raise AssertionError(name)  # check_choice raised
+
+    def to_dict(self, relative_to: Path | None = None) -> dict[str, Any]:
+        """Plain dict (YAML-ready); paths relative to ``relative_to`` when given. A single
+        dataset named as :func:`default_dataset_name` would name it is written in the
+        single-dataset form (``fidelities:`` at the top)."""
         out: dict[str, Any] = {}
         if self.name:
             out["name"] = self.name
         if self.description:
             out["description"] = self.description
-        out["fidelities"] = {f.name: f.to_dict(relative_to) for f in self.fidelities}
+        single = (len(self.datasets) == 1 and not self.datasets[0].description
+                  and self.datasets[0].name == default_dataset_name(self.name, self.source))
+        if single:
+            out["fidelities"] = {f.name: f.to_dict(relative_to) for f in self.fidelities}
+        else:
+            out["datasets"] = {d.name: d.to_dict(relative_to) for d in self.datasets}
+        if self.order is not None:
+            out["order"] = list(self.order)
         return out
 
     def save(self, path: str | Path) -> Path:
@@ -118,21 +235,8 @@ class DatasetSpec:
         return write_text_atomic(path, text)
 
 
-def _suggest(key: str, valid: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.5)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"{hint}valid: {', '.join(valid)}"
-
-
-def _check_keys(d: dict, valid: tuple[str, ...], where: str) -> None:
-    for key in d:
-        if key not in valid:
-            raise ConfigError(f"{where}: unknown key {key!r}; {_suggest(key, valid)}")
-
-
 def _unit(value: Any, table: dict[str, float], what: str, where: str) -> str:
-    if not isinstance(value, str) or value not in table:
-        raise ConfigError(f"{where}: unknown {what} {value!r}; {_suggest(str(value), list(table))}")
+    check_choice(value, list(table), where, what)
     return value
 
 
@@ -147,7 +251,7 @@ def _parse_fidelity(name: Any, d: Any, base_dir: Path, where: str) -> FidelitySp
         raise ConfigError(f"{where}: fidelity names must be non-empty strings")
     if not isinstance(d, dict):
         raise ConfigError(f"{where}: expected a mapping with at least 'path', got {d!r}")
-    _check_keys(d, _FIDELITY_KEYS, where)
+    check_keys(d, _FIDELITY_KEYS, where)
     if "path" not in d or not isinstance(d["path"], str | os.PathLike) or not str(d["path"]):
         raise ConfigError(f"{where}: 'path' (the data file) is required")
     path = Path(d["path"]).expanduser()
@@ -157,8 +261,7 @@ def _parse_fidelity(name: Any, d: Any, base_dir: Path, where: str) -> FidelitySp
         raise ConfigError(
             f"{where}: cannot guess the format of {path.name!r} from its suffix; "
             f"add 'format' ({', '.join(FORMATS)})")
-    if fmt not in FORMATS:
-        raise ConfigError(f"{where}: unknown format {fmt!r}; {_suggest(fmt, FORMATS)}")
+    check_choice(fmt, FORMATS, where, "format")
     declared = "energy_unit" in d
     energy_unit = _unit(d.get("energy_unit", DEFAULT_ENERGY_UNIT[fmt]), ENERGY_UNITS,
                         "energy_unit", where)
@@ -166,7 +269,7 @@ def _parse_fidelity(name: Any, d: Any, base_dir: Path, where: str) -> FidelitySp
     keys_in = d.get("keys") or {}
     if not isinstance(keys_in, dict):
         raise ConfigError(f"{where}: 'keys' must be a mapping, got {keys_in!r}")
-    _check_keys(keys_in, _KEY_NAMES, f"{where}: keys")
+    check_keys(keys_in, _KEY_NAMES, f"{where}: keys")
     keys: dict[str, str | None] = {}
     for k, v in keys_in.items():
         if v is None and k != "forces":
@@ -174,7 +277,7 @@ def _parse_fidelity(name: Any, d: Any, base_dir: Path, where: str) -> FidelitySp
         if v is not None and not isinstance(v, str):
             raise ConfigError(f"{where}: keys.{k} must be a string, got {v!r}")
         keys[k] = v
-    for short, k in (("energy_key", "energy"), ("forces_key", "forces")):
+    for short, k in (("energy_key", "energy"), ("forces_key", "forces"), ("forces", "forces")):
         if short in d:
             v = d[short]
             if (v is None and k == "energy") or (v is not None and not isinstance(v, str)):
@@ -191,25 +294,58 @@ def _parse_fidelity(name: Any, d: Any, base_dir: Path, where: str) -> FidelitySp
                         length_unit=length_unit, keys=keys, energy_unit_declared=declared)
 
 
-def parse_spec(obj: dict, base_dir: str | Path | None = None,
-               source: Path | None = None) -> DatasetSpec:
-    """Parse a spec dict; relative paths are resolved against ``base_dir`` (default: the
-    working directory)."""
-    where = str(source) if source is not None else "dataset spec"
-    if not isinstance(obj, dict):
-        raise ConfigError(f"{where}: expected a mapping with 'fidelities', got {type(obj).__name__}")
-    _check_keys(obj, _TOP_KEYS, where)
-    fids = obj.get("fidelities")
+def _parse_fidelities(fids: Any, base: Path, where: str) -> tuple[FidelitySpec, ...]:
     if not isinstance(fids, dict) or not fids:
         raise ConfigError(f"{where}: 'fidelities' must be a non-empty mapping "
                           "(name -> {path, format, energy_unit, ...}), lowest level first")
-    base = Path(base_dir) if base_dir is not None else Path.cwd()
-    parsed = tuple(_parse_fidelity(k, v, base, where) for k, v in fids.items())
+    return tuple(_parse_fidelity(k, v, base, where) for k, v in fids.items())
+
+
+def _parse_dataset(name: Any, d: Any, base: Path, where: str) -> SourceSpec:
+    where = f"{where}: dataset {name!r}"
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}: dataset names must be non-empty strings")
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping with 'fidelities', got {d!r}")
+    check_keys(d, _DATASET_KEYS, where)
+    if d.get("description") is not None and not isinstance(d["description"], str):
+        raise ConfigError(f"{where}: 'description' must be a string")
+    return SourceSpec(name=name, fidelities=_parse_fidelities(d.get("fidelities"), base, where),
+                      description=d.get("description"))
+
+
+def parse_spec(obj: dict, base_dir: str | Path | None = None,
+               source: Path | None = None) -> DatasetSpec:
+    """Parse a spec dict (single-dataset ``fidelities:`` or multi-dataset ``datasets:``
+    form); relative paths are resolved against ``base_dir`` (default: the working
+    directory)."""
+    where = str(source) if source is not None else "dataset spec"
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{where}: expected a mapping with 'fidelities' or 'datasets', "
+                          f"got {type(obj).__name__}")
+    check_keys(obj, _TOP_KEYS, where)
     for key in ("name", "description"):
         if obj.get(key) is not None and not isinstance(obj[key], str):
             raise ConfigError(f"{where}: {key!r} must be a string")
-    return DatasetSpec(fidelities=parsed, source=source, name=obj.get("name"),
-                       description=obj.get("description"))
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    order = obj.get("order")
+    if order is not None and (isinstance(order, str) or not isinstance(order, list)):
+        raise ConfigError(f"{where}: 'order' must be a list of fidelity names, lowest level "
+                          f"first, got {order!r}")
+    common = {"source": source, "name": obj.get("name"), "description": obj.get("description"),
+              "order": None if order is None else tuple(order)}
+    if "datasets" in obj:
+        if "fidelities" in obj:
+            raise ConfigError(f"{where}: give either 'fidelities' (one dataset) or 'datasets' "
+                              "(several), not both")
+        sets = obj["datasets"]
+        if not isinstance(sets, dict) or not sets:
+            raise ConfigError(f"{where}: 'datasets' must be a non-empty mapping "
+                              "(name -> {fidelities: {...}})")
+        parsed = tuple(_parse_dataset(k, v, base, where) for k, v in sets.items())
+        return DatasetSpec(datasets=parsed, **common)
+    return DatasetSpec(fidelities=_parse_fidelities(obj.get("fidelities"), base, where),
+                       **common)
 
 
 def read_spec(spec: str | Path | dict | DatasetSpec) -> DatasetSpec:

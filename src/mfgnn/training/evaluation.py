@@ -5,6 +5,7 @@ model trained to high-level energies only)."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -50,6 +51,53 @@ def evaluate_model(model, batches, loss_fn: MultiFidelityLoss | None = None,
     return loss, metrics.summary()
 
 
+class DatasetMetrics:
+    """A :class:`~mfgnn.metrics.MetricAccumulator` over all structures plus one per
+    dataset (batches carry ``dataset``, the index into ``names``); the same ``update`` /
+    ``summary`` / ``by_energy`` interface, so it can be handed to :func:`evaluate_model`.
+
+    ``summary()`` adds to each fidelity ``"by_dataset": {name: {energy_rmse, ...,
+    n_energy, n_forces}}`` for the datasets with labels of that fidelity.
+    """
+
+    def __init__(self, fidelities, names):
+        self.fidelities = tuple(fidelities)
+        self.names = tuple(names)
+        self.total = MetricAccumulator(self.fidelities)
+        self.parts = [MetricAccumulator(self.fidelities) for _ in self.names]
+
+    def update(self, out: dict, batch) -> None:
+        """Add one batch to the total and to the accumulator of each dataset in it."""
+        self.total.update(out, batch)
+        dataset = getattr(batch, "dataset", None)
+        if dataset is None:
+            return
+        dataset = dataset.reshape(-1).cpu()
+        atoms = (dataset if getattr(batch, "batch", None) is None
+                 else dataset[batch.batch.cpu()])
+        energy, forces = batch.energy.cpu(), batch.forces.cpu()
+        for d in torch.unique(dataset).tolist():
+            keep_e = (dataset == d).reshape(-1, *([1] * (energy.dim() - 1)))
+            keep_f = (atoms == d).reshape(-1, *([1] * (forces.dim() - 1)))
+            view = SimpleNamespace(  # the other datasets' labels masked out
+                energy=torch.where(keep_e, energy, torch.full_like(energy, float("nan"))),
+                forces=torch.where(keep_f, forces, torch.full_like(forces, float("nan"))))
+            self.parts[d].update(out, view)
+
+    def by_energy(self, groups_of) -> dict[str, dict]:
+        """:meth:`MetricAccumulator.by_energy` of all structures."""
+        return self.total.by_energy(groups_of)
+
+    def summary(self) -> dict[str, dict]:
+        """Per-fidelity metrics of all structures, with ``by_dataset`` entries."""
+        result = self.total.summary()
+        parts = [p.summary() for p in self.parts]
+        for name, entry in result.items():
+            entry["by_dataset"] = {d: part[name] for d, part in zip(self.names, parts)
+                                   if name in part}
+        return result
+
+
 def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "test",
                  json_path: str | None = None, batch_size: int = 256,
                  dtype: torch.dtype | None = None) -> dict:
@@ -61,7 +109,9 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "tes
     "forces_rmse", "forces_mae", "forces_p99": meV/Å, "n_energy", "n_forces",
     "by_energy": {bin: the same errors}}}``, where ``by_energy`` bins the structures by
     their label energy above the minimum of their composition (when they span more than
-    one bin of :data:`~mfgnn.metrics.ENERGY_BIN_EDGES`: wide-range data).
+    one bin of :data:`~mfgnn.metrics.ENERGY_BIN_EDGES`: wide-range data). When the data
+    holds several datasets, each fidelity also has ``"by_dataset": {dataset name: the
+    same errors and counts}`` (the datasets with labels of that fidelity).
     """
     from ..config import load_config
     from ..data import Split, load_dataset
@@ -85,7 +135,9 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "tes
             f"{', '.join(model.fidelities)}; data: {', '.join(dataset.fidelities)})")
     check_elements(model, dataset, rows, run_dir / "model.pt")
     source = BatchSource(dataset, rows, columns, batch_size)
-    accumulator = MetricAccumulator(model.fidelities)
+    names = tuple(getattr(dataset, "names", ()))
+    accumulator = (DatasetMetrics(model.fidelities, names) if len(names) > 1
+                   else MetricAccumulator(model.fidelities))
     _, metrics = evaluate_model(model, source.batches(), accumulator=accumulator)
 
     def groups_of(structure_rows):
@@ -118,8 +170,12 @@ def check_elements(model, dataset, rows, model_path) -> None:
     row = int(rows[hit[0]])
     found = [z for z, c in zip(unknown, counts[hit[0]]) if c > 0]
     spec = getattr(dataset, "spec", None)
-    source = ", ".join(str(f.path) for f in spec.fidelities) if spec is not None else "the data"
+    source = (", ".join(dict.fromkeys(str(f.path) for f in spec.fidelities))
+              if spec is not None else "the data")
     more = f" (and {hit.size - 1} more rows)" if hit.size > 1 else ""
+    names = getattr(dataset, "names", ())
+    if len(names) > 1:
+        more = f" of dataset {names[int(dataset.dataset_index[row])]!r}{more}"
     raise ModelError(
         f"{source}: row {row}{more} holds element(s) {', '.join(map(str, found))} (atomic "
         f"numbers), which the model {model_path} was not trained on; allowed atomic numbers: "

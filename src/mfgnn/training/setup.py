@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
-from ..data import MultiFidelityDataset, Split, fit_self_energies, load_dataset, make_split
+from ..data import (MultiFidelityDataset, Split, fit_self_energies, load_dataset,
+                    make_dataset_split, make_split)
 from ..data.distances import auto_sensitivity_range, coverage_warning, pair_distance_stats
 from ..nn.normalization import TargetScales, fit_target_scales
 from ..errors import ConfigError, DataError
@@ -60,9 +61,13 @@ def model_fidelities(config: RunConfig, dataset: MultiFidelityDataset) -> list[s
     return [f for f in dataset.fidelities if config.labels.get(f)]
 
 
-def build_split(config: RunConfig, n: int, out_dir: Path | None) -> Split:
+def build_split(config: RunConfig, n: int, out_dir: Path | None,
+                dataset_index: np.ndarray | None = None, names: tuple[str, ...] = ()) -> Split:
     """The saved split of a run (resume), a given split file, or a fresh random one.
 
+    With rows of several datasets (``dataset_index``, ``names``) or per-dataset sizes,
+    a fresh split is drawn per dataset (:func:`~mfgnn.data.splits.make_dataset_split`,
+    ``split.stratify``); otherwise over all rows (:func:`~mfgnn.data.splits.make_split`).
     A split read from a file must fit the dataset (rows in ``range(n)``), else a
     DataError names the file."""
     saved = out_dir / "split.json" if out_dir is not None else None
@@ -75,6 +80,12 @@ def build_split(config: RunConfig, n: int, out_dir: Path | None) -> Split:
             path = Path(config.base_dir) / path
     if path is None:
         s = config.split
+        if dataset_index is not None and (len(names) > 1 or s.per_dataset):
+            return make_dataset_split(dataset_index, names, s.train, s.valid, s.test,
+                                      seed=s.seed, stratify=s.stratify)
+        if s.per_dataset:
+            raise ConfigError("split: per-dataset sizes need the rows' datasets "
+                              "(pass dataset_index and names)")
         return make_split(n, s.train, s.valid, s.test, seed=s.seed)
     split = Split.load(path)
     try:
@@ -100,7 +111,7 @@ def setup_run(config: RunConfig, out_dir: Path | None = None) -> RunSetup:
     """Load the data, check the labels, split, and fit self-energies."""
     dataset = load_dataset(config.resolved_data(), cutoff=config.model.cutoff)
     check_labels(config, dataset)
-    split = build_split(config, len(dataset), out_dir)
+    split = build_split(config, len(dataset), out_dir, dataset.dataset_index, dataset.names)
     if len(split.train) == 0:
         raise DataError(f"split: the training split is empty ({_sizes(split)})")
     if len(split.valid) == 0:
@@ -122,6 +133,10 @@ def setup_run(config: RunConfig, out_dir: Path | None = None) -> RunSetup:
     columns = [dataset.fidelities.index(f) for f in fidelities]
     self_energies = fit_model_self_energies(dataset, split, fidelities, config)
     notes: list[str] = []
+    if len(dataset.names) > 1:
+        notes.append("split per dataset: " + "; ".join(
+            f"{name} " + " ".join(f"{k} {v}" for k, v in sizes.items())
+            for name, sizes in split.by_dataset(dataset.dataset_index, dataset.names).items()))
     config = check_distances(config, dataset, split, notes)
     scales = None
     if config.model.scale_targets:
@@ -188,10 +203,12 @@ def _sizes(split: Split) -> str:
 
 
 def _field(dataset: MultiFidelityDataset, name: str, kind: str) -> str:
-    """Where a fidelity's label comes from (file and field), for messages (best effort)."""
+    """Where a fidelity's label comes from (file and field, every dataset that holds it),
+    for messages (best effort)."""
     spec = getattr(dataset, "spec", None)
+    where = []
     for f in getattr(spec, "fidelities", ()):
         if f.name == name:
             key = f.keys.get(kind)
-            return f"field {key!r} of {f.path}" if key else f"the {kind} field of {f.path}"
-    return f"field {kind}"
+            where.append(f"field {key!r} of {f.path}" if key else f"the {kind} field of {f.path}")
+    return "; ".join(where) if where else f"field {kind}"
