@@ -2,6 +2,7 @@
 input errors into one message.
 
     mfgnn train CONFIG --out DIR [--resume]
+    mfgnn finetune BASE CONFIG --out DIR [--resume]   (BASE --list-groups)
     mfgnn evaluate RUN_DIR [--data SPEC] [--split test] [--json FILE]
     mfgnn data summary SPEC [--json FILE]
     mfgnn experiment --data SPEC --low NAME --high NAME --train N ... --out DIR

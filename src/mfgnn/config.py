@@ -32,6 +32,7 @@ from .errors import ConfigError
 from .loss import LossConfig
 from .nn import HIPNNConfig
 from .training.config import TrainConfig
+from .training.finetune import FinetuneConfig
 
 __all__ = ["LABEL_KINDS", "LossConfig", "RunConfig", "SplitConfig", "TrainConfig",
            "config_from_dict", "load_config"]
@@ -49,6 +50,8 @@ class RunConfig:
     model: HIPNNConfig = field(default_factory=HIPNNConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    #: only for ``mfgnn finetune`` (see :mod:`mfgnn.training.finetune`)
+    finetune: FinetuneConfig | None = None
     #: folder that relative paths in ``data`` are resolved against
     base_dir: str = "."
 
@@ -107,6 +110,8 @@ def config_from_dict(values: dict[str, Any], base_dir: str | Path = ".",
         model=_section(HIPNNConfig, values.get("model"), where, "model"),
         loss=_section(LossConfig, values.get("loss"), where, "loss"),
         train=_section(TrainConfig, values.get("train"), where, "train"),
+        finetune=(_section(FinetuneConfig, values["finetune"], where, "finetune")
+                  if values.get("finetune") is not None else None),
         base_dir=str(values.get("base_dir", base_dir)),
     )
     return config

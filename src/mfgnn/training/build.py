@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..config import RunConfig, load_config
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..loss import MultiFidelityLoss
 from ..model_file import save_model
 from ..nn import MultiFidelityHIPNN
@@ -117,5 +117,8 @@ def train(config: RunConfig | str | Path, out_dir: str | Path, resume: bool = Fa
     """Train the run described by ``config`` into ``out_dir``; returns the test metrics."""
     if not isinstance(config, RunConfig):
         config = load_config(config)
+    if config.finetune is not None:
+        raise ConfigError("the configuration has a finetune: section; run it with "
+                          "mfgnn finetune BASE CONFIG --out DIR")
     setup = setup_run(config, Path(out_dir))
     return build_trainer(setup, out_dir, resume=resume, log=log).fit()

@@ -10,13 +10,17 @@ import torch
 class ExponentialMovingAverage:
     """θ_ema ← d·θ_ema + (1 − d)·θ after every optimiser step, with the warm-up
     d_k = min(decay, (1 + k)/(10 + k)) so early averages are not dominated by the
-    random initialisation."""
+    random initialisation.
+
+    Only trained parameters are averaged: buffers (self-energies, target scales) and
+    frozen parameters keep their exact values (an average of a constant is not always
+    bit-identical to it)."""
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = float(decay)
         self.steps = 0
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()
-                       if v.is_floating_point()}
+        self.shadow = {k: v.detach().clone() for k, v in model.named_parameters()
+                       if v.requires_grad and v.is_floating_point()}
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
@@ -44,4 +48,5 @@ class ExponentialMovingAverage:
         self.decay = state["decay"]
         self.steps = state["steps"]
         for k, v in state["shadow"].items():
-            self.shadow[k].copy_(v)
+            if k in self.shadow:  # checkpoints of older versions also hold buffers
+                self.shadow[k].copy_(v)
