@@ -1,10 +1,14 @@
-"""Masked multi-fidelity loss (paper Eq. 1–3).
+"""Masked multi-fidelity loss (paper Eq. 1–3), with fixed or learned task weights.
 
 .. math::
 
     L = \\sum_t \\left( w_{E,t} L_{E,t} + w_{F,t} L_{F,t} + w_{H,t} L_{H,t} \\right),
     \\qquad L_E = \\mathrm{RMSE}_E + \\mathrm{MAE}_E, \\qquad
     L_F = \\mathrm{RMSE}_F + \\mathrm{MAE}_F
+
+With ``loss.weighting: uncertainty`` each fidelity's error terms
+L_t = w_E L_E,t + w_F L_F,t enter as L_t / (2 σ_t²) + log σ_t with a learned σ_t
+(:class:`TaskWeights`; seed paper 000 Eq. 1, homoscedastic task uncertainty).
 
 Each error is taken over the labelled entries of fidelity t in the batch only (a missing
 label is NaN in the data and contributes nothing, neither to the value nor to the
@@ -20,10 +24,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from .config_checks import check_number
+from .config_checks import check_choice, check_number
 from .errors import ConfigError
+
+
+#: Values of ``loss.weighting``.
+WEIGHTINGS = ("fixed", "uncertainty")
 
 
 @dataclass
@@ -47,6 +55,23 @@ class LossConfig:
     labels, where s is the nearest lower level whose forces are trained, both forces the
     model's predictions. It keeps the learned correction's forces small where the
     energies do not ask for more; the high level's forces still come from its energies.
+
+    ``weighting`` (``fixed`` | ``uncertainty``): ``fixed`` (default) adds the error terms
+    as they are. ``uncertainty`` learns one weight per fidelity t with a trained label
+    (homoscedastic task uncertainty, seed paper 000 Eq. 1):
+
+    .. math::  L = \\sum_t \\left[ \\frac{L_t}{2\\sigma_t^2} + \\log\\sigma_t
+               + w_H L_{H,t}\\,\\mathrm{sg}(L_t) \\right] + w_C L_C + R,
+               \\qquad L_t = w_{E,t} L_{E,t} + w_{F,t} L_{F,t}
+
+    with s_t = log σ_t trained (initialised to 0, i.e. σ_t = 1; a parameter group at
+    ``train.lr`` without weight decay); σ_t² has the units of L_t (eV and eV/Å, or
+    units of the target scale with ``model.scale_targets``) and settles where
+    σ_t² ≈ L_t, so a level with large errors is down-weighted. The hierarchicality term
+    keeps its relative scaling with sg(L_t); the level-force prior w_C L_C and the head
+    regulariser R are added unweighted. A fidelity with no labelled entry in a batch
+    contributes nothing, log σ_t included. σ_t is logged as ``sigma_<fidelity>`` in
+    ``metrics.csv``; the validation loss is this same objective at the current σ.
     """
 
     energy_weight: float | dict[str, float] = 1.0
@@ -54,8 +79,10 @@ class LossConfig:
     hierarchicality_weight: float = 0.01
     per_atom_energy: bool = False
     level_force_weight: float = 0.0
+    weighting: str = "fixed"
 
     def __post_init__(self) -> None:
+        check_choice(self.weighting, WEIGHTINGS, "loss.weighting", "weighting")
         for name in ("energy_weight", "forces_weight"):
             value = getattr(self, name)
             if isinstance(value, dict):
@@ -111,6 +138,32 @@ class LossTerms:
     regularization: float = 0.0
 
 
+class TaskWeights(nn.Module):
+    """Learned task weights: one s_t = log σ_t per fidelity (initialised to 0).
+
+    .. math::  \\ell_t(L_t) = \\frac{L_t}{2\\sigma_t^2} + \\log\\sigma_t
+               = \\tfrac12 L_t\\,e^{-2 s_t} + s_t,
+               \\qquad \\frac{\\partial\\ell_t}{\\partial s_t} = 1 - \\frac{L_t}{\\sigma_t^2}
+
+    minimal at σ_t² = L_t. float64 parameters (the loss is accumulated in float64).
+    """
+
+    def __init__(self, fidelities: list[str] | tuple[str, ...]):
+        super().__init__()
+        self.fidelities = tuple(fidelities)
+        self.log_sigma = nn.Parameter(torch.zeros(len(self.fidelities), dtype=torch.float64))
+
+    def forward(self, fidelity: str, value: Tensor) -> Tensor:
+        """ℓ_t of the error terms ``value`` (L_t) of ``fidelity``."""
+        s = self.log_sigma[self.fidelities.index(fidelity)]
+        return 0.5 * value * torch.exp(-2.0 * s) + s
+
+    def sigmas(self) -> dict[str, float]:
+        """σ_t per fidelity."""
+        values = torch.exp(self.log_sigma.detach()).cpu().tolist()
+        return dict(zip(self.fidelities, values))
+
+
 class MultiFidelityLoss:
     """Eq. 1 over the fidelities of a model.
 
@@ -122,6 +175,12 @@ class MultiFidelityLoss:
             energy and force errors of fidelity t are measured in units of σ_t (energy
             errors / σ_t, force errors / (σ_t / Å)), so the terms of levels and data sets
             with very different spreads weigh alike. None: eV and eV/Å.
+
+    With ``config.weighting == "uncertainty"`` the loss owns ``task_weights``, a
+    :class:`TaskWeights` over the fidelities with a trained label, whose parameters the
+    caller must put into the optimiser (``parameters()``; see
+    :func:`mfgnn.training.build.loss_parameter_groups`) and move to the model's device;
+    with ``fixed`` it is None and ``parameters()`` yields nothing.
     """
 
     def __init__(self, fidelities: list[str] | tuple[str, ...],
@@ -132,6 +191,13 @@ class MultiFidelityLoss:
         self.config = config or LossConfig()
         self.scales = (None if scales is None else
                        [float(x) for x in torch.as_tensor(scales).reshape(-1).tolist()])
+        trained = [name for name in self.fidelities if self.labels.get(name)]
+        self.task_weights = (TaskWeights(trained) if self.config.weighting == "uncertainty"
+                             else None)
+
+    def parameters(self):
+        """The loss's own trainable parameters (the task weights' log σ_t, if any)."""
+        return iter(()) if self.task_weights is None else self.task_weights.parameters()
 
     def level_force_pairs(self) -> list[tuple[int, int]]:
         """(t, s): an energy-only level t and the nearest lower level s with trained
@@ -174,6 +240,7 @@ class MultiFidelityLoss:
         for t, name in enumerate(self.fidelities):
             wanted = self.labels.get(name, [])
             error_terms = energy.new_zeros((), dtype=torch.float64)
+            labelled = False
             if "energy" in wanted:
                 target = batch.energy[:, t]
                 pred = energy[:, t]
@@ -185,6 +252,7 @@ class MultiFidelityLoss:
                 if n:
                     value = cfg.weight("energy", name) * (rmse + mae)
                     error_terms = error_terms + value
+                    labelled = True
                     terms.energy[name] = float((rmse + mae).detach())
             if ("forces" in wanted and out.get("forces") is not None
                     and not bool(torch.isnan(out["forces"][:, t, :]).all())):
@@ -200,8 +268,12 @@ class MultiFidelityLoss:
                 if n:
                     value = cfg.weight("forces", name) * (rmse + mae)
                     error_terms = error_terms + value
+                    labelled = True
                     terms.forces[name] = float((rmse + mae).detach())
-            total = total + error_terms
+            if self.task_weights is not None and labelled:
+                total = total + self.task_weights(name, error_terms)
+            else:
+                total = total + error_terms
             if hierarchicality is not None and cfg.hierarchicality_weight > 0 and wanted:
                 h = hierarchicality[t]
                 total = total + cfg.hierarchicality_weight * h * error_terms.detach()

@@ -1,9 +1,9 @@
 """From a run configuration to a :class:`~mfgnn.training.trainer.Trainer` with its parts.
 
 :func:`build_trainer` is the one place that turns ``model:``, ``loss:`` and ``train:``
-into a model, a masked loss, an optimiser, a schedule, an EMA and batch sources; other
-recipes build other parts and hand them to the same loop. :func:`train` is the whole of
-``mfgnn train`` as a function.
+into a model, a masked loss (with its learned task weights, if any), an optimiser, a
+schedule, an EMA and batch sources; other recipes build other parts and hand them to the
+same loop. :func:`train` is the whole of ``mfgnn train`` as a function.
 """
 
 from __future__ import annotations
@@ -48,6 +48,17 @@ def build_optimizer(params, settings: TrainConfig) -> torch.optim.Optimizer:
     """Adam or AdamW over ``params`` (parameters or parameter groups)."""
     cls = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam
     return cls(params, lr=settings.lr, weight_decay=settings.weight_decay)
+
+
+def loss_parameter_groups(loss: MultiFidelityLoss, settings: TrainConfig,
+                          device: torch.device | str = "cpu") -> list[dict]:
+    """The loss's own trainable parameters (``loss.weighting: uncertainty``: the log σ_t
+    of :class:`~mfgnn.loss.TaskWeights`) as one parameter group at ``train.lr`` without
+    weight decay, moved to ``device`` first; [] for a loss without parameters."""
+    if loss.task_weights is None:
+        return []
+    loss.task_weights.to(device)
+    return [{"params": list(loss.parameters()), "lr": settings.lr, "weight_decay": 0.0}]
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, settings: TrainConfig):
@@ -96,13 +107,16 @@ def build_trainer(setup: RunSetup, out_dir: str | Path, resume: bool = False,
     settings = setup.config.train
     device = pick_device(settings.device)
     model = build_model(setup).to(device)
-    optimizer = build_optimizer(model.parameters(), settings)
+    scales = model.target_scale.cpu() if setup.config.model.scale_targets else None
+    loss = MultiFidelityLoss(setup.fidelities, setup.config.labels, setup.config.loss, scales)
+    loss_groups = loss_parameter_groups(loss, settings, device)
+    optimizer = build_optimizer(
+        [{"params": list(model.parameters())}, *loss_groups] if loss_groups
+        else model.parameters(), settings)
     for note in setup.notes:
         say(log, note)
-    scales = model.target_scale.cpu() if setup.config.model.scale_targets else None
     trainer = Trainer(
-        model, MultiFidelityLoss(setup.fidelities, setup.config.labels, setup.config.loss,
-                                 scales),
+        model, loss,
         optimizer, build_scheduler(optimizer, settings), build_data(setup), folder, settings,
         ema=ExponentialMovingAverage(model, settings.ema_decay) if settings.ema_decay > 0 else None,
         callbacks=[EpochProgress(setup.fidelities, log)], write_model=model_writer(setup),

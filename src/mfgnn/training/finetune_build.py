@@ -16,7 +16,7 @@ from ..loss import MultiFidelityLoss
 from ..model_file import load_model, read_model_file, save_model
 from ..nn import MultiFidelityHIPNN
 from .batches import BatchSource, ReplayMix, TrainingData
-from .build import build_optimizer, build_scheduler, pick_device
+from .build import build_optimizer, build_scheduler, loss_parameter_groups, pick_device
 from .ema import ExponentialMovingAverage
 from .evaluation import check_elements, evaluate_model
 from .finetune import (FinetuneConfig, discriminative_groups, effective_head_rows, freeze,
@@ -158,7 +158,10 @@ def build_finetune_trainer(base: str | Path, config: RunConfig, out_dir: str | P
     if ft.replay is not None and ft.replay.fraction > 0:
         pool, report = replay_source(ft, base_path, config, levels, base_labels, settings)
         data.train = ReplayMix(data.train, pool, ft.replay.fraction)
-    optimizer = build_optimizer(discriminative_groups(model, settings.lr, ft.lr_decay), settings)
+    scales = model.target_scale.cpu() if base_model.config.scale_targets else None
+    loss = MultiFidelityLoss(levels, labels, config.loss, scales)
+    optimizer = build_optimizer(discriminative_groups(model, settings.lr, ft.lr_decay)
+                                + loss_parameter_groups(loss, settings, device), settings)
     lineage = {"base": str(base_path), "base_sha256": payload.get("state_sha256"),
                "base_levels": list(base_model.fidelities),
                "new_levels": [f for f in levels if f not in base_model.fidelities],
@@ -178,9 +181,8 @@ def build_finetune_trainer(base: str | Path, config: RunConfig, out_dir: str | P
                               "--resume to continue it or choose another output folder")
     for note in setup.notes:
         say(log, note)
-    scales = model.target_scale.cpu() if base_model.config.scale_targets else None
     trainer = Trainer(
-        model, MultiFidelityLoss(levels, labels, config.loss, scales), optimizer,
+        model, loss, optimizer,
         build_scheduler(optimizer, settings), data, folder, settings,
         ema=ExponentialMovingAverage(model, settings.ema_decay) if settings.ema_decay > 0 else None,
         callbacks=[EpochProgress(levels, log)], write_model=write_model, device=device, log=log)

@@ -4,10 +4,12 @@ folder, and optionally an EMA of the weights and callbacks.
 Each epoch: for every training batch forward → loss → backward → step (a batch with a
 non-finite loss or gradient is skipped, see :class:`TrainingDiverged`); then the
 validation loss of the (EMA) weights decides the best model and early stopping; a
-checkpoint and ``metrics.csv`` are written atomically. Shuffling is seeded by the run seed
-and the epoch, so a resumed run repeats the uninterrupted one exactly on CPU. Building
-the parts from a run configuration is :func:`mfgnn.training.build.build_trainer`; other
-recipes (fine-tuning, meta-learning, distributed training) hand in other parts.
+checkpoint and ``metrics.csv`` are written atomically (learned task weights of the
+loss, ``loss_fn.task_weights``, are part of the checkpoint and logged as σ_t). Shuffling
+is seeded by the run seed and the epoch, so a resumed run repeats the uninterrupted one
+exactly on CPU. Building the parts from a run configuration is
+:func:`mfgnn.training.build.build_trainer`; other recipes (fine-tuning, meta-learning,
+distributed training) hand in other parts.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..errors import MfgnnError
+from ..errors import ConfigError, MfgnnError
 from .batches import BatchSource, TrainingData
 from .config import TrainConfig
 from .ema import ExponentialMovingAverage
@@ -39,8 +41,11 @@ class Trainer:
 
     Args:
         model: a :class:`~mfgnn.nn.MultiFidelityHIPNN` (already on ``device``).
-        loss_fn: ``loss_fn(out, batch, hierarchicality, regularization) -> LossTerms``.
-        optimizer: a torch optimiser over the parameters to train.
+        loss_fn: ``loss_fn(out, batch, hierarchicality, regularization) -> LossTerms``;
+            its ``task_weights`` (an ``nn.Module`` of learned σ_t, or None/absent) are
+            trained, checkpointed and logged as ``sigma_<fidelity>``.
+        optimizer: a torch optimiser over the parameters to train (the loss's own
+            parameters included: a ConfigError otherwise).
         scheduler: ``step_end(fraction)`` / ``epoch_end(valid_loss, fraction)`` /
             ``state_dict`` (see :mod:`mfgnn.training.schedule`).
         data: the training, validation and test batch sources.
@@ -73,6 +78,14 @@ class Trainer:
         self._elapsed_before = 0.0
         self._session_start = time.monotonic()
         self._epoch_part = 0.0  # share of the current epoch's steps done
+        self.task_weights = getattr(loss_fn, "task_weights", None)
+        if self.task_weights is not None:
+            in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+            if any(id(p) not in in_optimizer for p in self.task_weights.parameters()):
+                raise ConfigError(
+                    "loss.weighting: uncertainty: the learned task weights (log σ_t) are "
+                    "not in the optimiser; this recipe does not train them (use "
+                    "loss.weighting: fixed)")
 
     # ------------------------------------------------------------------ budget
     def session_seconds(self) -> float:
@@ -160,7 +173,7 @@ class Trainer:
         self.folder.create()
         self._session_start = time.monotonic()
         self.first_epoch = self.epoch
-        while self.epoch < s.max_epochs and self.bad_epochs < s.patience:
+        while self.epoch < s.max_epochs and (s.patience is None or self.bad_epochs < s.patience):
             if s.max_time is not None and self.elapsed() >= s.max_time:
                 break
             t0 = time.monotonic()
@@ -220,6 +233,8 @@ class Trainer:
             for key, value in metrics.items():
                 if not key.startswith("n_"):
                     row[f"valid_{fid}_{key}"] = value
+        if self.task_weights is not None:
+            row.update({f"sigma_{fid}": s for fid, s in self.task_weights.sigmas().items()})
         return row
 
     def state_dict(self) -> dict:
@@ -231,6 +246,8 @@ class Trainer:
             "best_valid": self.best_valid, "best_state": self.best_state,
             "bad_epochs": self.bad_epochs, "history": self.history,
             "consecutive_bad": self.consecutive_bad, "elapsed": self.elapsed(),
+            "task_weights": (self.task_weights.state_dict()
+                             if self.task_weights is not None else None),
         }
 
     def restore(self) -> None:
@@ -244,6 +261,8 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             if self.ema is not None and state["ema"] is not None:
                 self.ema.load_state_dict(state["ema"])
+            if self.task_weights is not None:
+                self.task_weights.load_state_dict(state["task_weights"])
             epoch, best_valid = int(state["epoch"]), float(state["best_valid"])
             best_state, bad_epochs = state["best_state"], int(state["bad_epochs"])
             history = list(state["history"])
