@@ -30,7 +30,7 @@ from torch_geometric.data import Data
 from .data.graph import radius_graph
 from .errors import ModelError
 from .model_file import load_model
-from .nn import MultiFidelityHIPNN
+from .nn import DeltaLearningModel, MultiFidelityHIPNN
 
 ModelLike = Union[str, Path, MultiFidelityHIPNN]
 
@@ -56,10 +56,10 @@ def _prepare(model: ModelLike, device: torch.device, dtype: torch.dtype) -> Mult
     """A model in eval mode on ``device`` with parameters in ``dtype``."""
     if isinstance(model, (str, Path)):
         return load_model(model, device=device, dtype=dtype)
-    if not isinstance(model, MultiFidelityHIPNN):
+    if not isinstance(model, (MultiFidelityHIPNN, DeltaLearningModel)):
         raise ModelError(
-            f"model must be a path to a model file or run folder, a MultiFidelityHIPNN, "
-            f"or a list of these; got {type(model).__name__}"
+            f"model must be a path to a model file or run folder, a MultiFidelityHIPNN or "
+            f"DeltaLearningModel, or a list of these; got {type(model).__name__}"
         )
     return model.to(device=device, dtype=dtype).eval()
 

@@ -3,12 +3,20 @@
 A model file is a ``torch.save`` mapping::
 
     {"format": "mfgnn-model", "format_version": 1, "mfgnn_version": "0.1.0",
-     "hparams": {...},            # MultiFidelityHIPNN.from_hparams rebuilds the network
+     "hparams": {"kind": "hipnn" | "delta", ...},   # rebuilds the network (see below)
      "state_dict": {...},
      "state_sha256": "...",       # checksum of the weights (state_digest)
      "metadata": {"fidelities": [...], "elements": [...], "units": {...},
                   "self_energies": {fidelity: {Z: eV}}, "trained_labels": {...},
                   "forces_trained": [...], "mfgnn_version": ..., "format_version": ..., ...}}
+
+Two kinds of model share the format: ``"hipnn"`` (a
+:class:`~mfgnn.nn.MultiFidelityHIPNN`, ``hparams`` = its ``hparams()``) and ``"delta"``
+(a :class:`~mfgnn.nn.delta_model.DeltaLearningModel`: ``hparams`` = ``{"kind": "delta",
+"low": {...}, "correction": {...}}``, the state dict holds ``low.*`` and
+``correction.*``). Files without ``kind`` (written before kinds existed) are ``hipnn``;
+the format version stays 1, and the checksum covers the whole state dict of either kind.
+:func:`load_model` returns the model of the file's kind.
 
 Loading checks the format, the version and the weights' checksum and fails with a
 :class:`CheckpointError` that says what was found (both versions, or what is corrupt).
@@ -28,14 +36,32 @@ from . import __version__
 from .fileio import write_torch_atomic
 from .errors import CheckpointError, MfgnnError
 from .nn import MultiFidelityHIPNN
+from .nn.delta_model import KIND_DELTA, KIND_HIPNN, DeltaLearningModel, model_from_hparams
 
 MODEL_FORMAT = "mfgnn-model"
 MODEL_FORMAT_VERSION = 1
 
 UNITS = {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom"}
 
+#: Model kinds this version reads (``hparams["kind"]``; absent = ``hipnn``).
+MODEL_KINDS = (KIND_HIPNN, KIND_DELTA)
 
-def model_metadata(model: MultiFidelityHIPNN, trained_labels: dict[str, list[str]],
+AnyModel = MultiFidelityHIPNN | DeltaLearningModel
+
+
+def model_kind(model: AnyModel) -> str:
+    """``"delta"`` for a :class:`DeltaLearningModel`, else ``"hipnn"``."""
+    return getattr(model, "kind", KIND_HIPNN)
+
+
+def model_hparams(model: AnyModel) -> dict[str, Any]:
+    """``model.hparams()`` with its ``kind``."""
+    hparams = dict(model.hparams())
+    hparams.setdefault("kind", model_kind(model))
+    return hparams
+
+
+def model_metadata(model: AnyModel, trained_labels: dict[str, list[str]],
                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The metadata block of a model file."""
     se = model.self_energies.detach().cpu().double()
@@ -51,6 +77,7 @@ def model_metadata(model: MultiFidelityHIPNN, trained_labels: dict[str, list[str
         "forces_trained": [f for f in model.fidelities if "forces" in trained_labels.get(f, [])],
         "cutoff": float(model.config.cutoff),
         "heads": model.config.heads,
+        "kind": model_kind(model),
         "mfgnn_version": __version__,
         "format_version": MODEL_FORMAT_VERSION,
     }
@@ -83,16 +110,17 @@ def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def save_model(path: str | Path, model: MultiFidelityHIPNN,
+def save_model(path: str | Path, model: AnyModel,
                trained_labels: dict[str, list[str]],
                extra_metadata: dict[str, Any] | None = None) -> None:
-    """Write ``model`` to ``path`` atomically, with everything needed to use it alone."""
+    """Write ``model`` (either kind) to ``path`` atomically, with everything needed to
+    use it alone."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
         "format": MODEL_FORMAT,
         "format_version": MODEL_FORMAT_VERSION,
         "mfgnn_version": __version__,
-        "hparams": model.hparams(),
+        "hparams": model_hparams(model),
         "state_dict": state,
         "state_sha256": state_digest(state),
         "metadata": model_metadata(model, trained_labels, extra_metadata),
@@ -135,12 +163,19 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
             raise CheckpointError(f"{path}: the weights do not match their checksum (sha256 "
                                   f"{found[:12]}..., recorded {str(expected)[:12]}...); the file "
                                   "is corrupt")
+    kind = payload["hparams"].get("kind", KIND_HIPNN)
+    if kind not in MODEL_KINDS:
+        raise CheckpointError(f"{path}: model kind {kind!r} (written by mfgnn "
+                              f"{payload.get('mfgnn_version', '?')}); this mfgnn ({__version__}) "
+                              f"reads the kinds {', '.join(MODEL_KINDS)}")
     return payload
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu",
-               dtype: torch.dtype | None = None) -> MultiFidelityHIPNN:
-    """Load a saved model, ready for inference (eval mode).
+               dtype: torch.dtype | None = None) -> AnyModel:
+    """Load a saved model, ready for inference (eval mode): a
+    :class:`~mfgnn.nn.MultiFidelityHIPNN`, or a
+    :class:`~mfgnn.nn.delta_model.DeltaLearningModel` for a file of kind ``delta``.
 
     Args:
         path: a ``model.pt`` file or a run folder that holds one.
@@ -153,7 +188,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     payload = read_model_file(path)
     path = Path(path) / "model.pt" if Path(path).is_dir() else Path(path)
     try:
-        model = MultiFidelityHIPNN.from_hparams(payload["hparams"])
+        model = model_from_hparams(payload["hparams"])
         model.load_state_dict(payload["state_dict"])
     except (MfgnnError, KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: the model file's hyper-parameters and weights do not "

@@ -6,6 +6,7 @@ Main entry points: :class:`HIPNNConfig` and :class:`MultiFidelityHIPNN`.
 
 from mfgnn.nn.atom import AtomLayer, ShiftedSoftplus, make_activation
 from mfgnn.nn.config import ACTIVATIONS, EQUIVARIANT_POSITIONS, HEAD_MODES, EquivariantConfig, HIPNNConfig
+from mfgnn.nn.delta_model import DeltaLearningModel
 from mfgnn.nn.heads import HierarchicalHeads
 from mfgnn.nn.hipnn import HIERARCHICALITY_EPS, MultiFidelityHIPNN
 from mfgnn.nn.interaction import InteractionBlock, InteractionLayer
@@ -20,6 +21,7 @@ __all__ = [
     "HIERARCHICALITY_EPS",
     "AtomLayer",
     "CosineCutoff",
+    "DeltaLearningModel",
     "EquivariantBlock",
     "EquivariantConfig",
     "GaussianSensitivity",

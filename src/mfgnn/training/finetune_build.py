@@ -125,6 +125,9 @@ def build_finetune_trainer(base: str | Path, config: RunConfig, out_dir: str | P
     base_path = Path(base)
     payload = read_model_file(base_path)
     base_model = load_model(base_path)
+    if not isinstance(base_model, MultiFidelityHIPNN):
+        raise ConfigError(f"{base_path}: a {type(base_model).__name__} cannot be fine-tuned "
+                          "(fine-tuning extends a MultiFidelityHIPNN's heads)")
     ft = config.finetune or FinetuneConfig()
     config = dataclasses.replace(config, model=base_model.config)
     setup = setup_run(config, Path(out_dir))
