@@ -109,6 +109,9 @@ def test_smoke_run_writes_results_and_resumes(spec, tmp_path, capsys):
     for name in ("results.md", "forces_rmse.png", "energy_rmse.png", "forces_parity.png"):
         assert (out / name).stat().st_size > 0
     assert "SF-f12/E" in (out / "results.md").read_text()
+    # the default paradigm is the matrix alone (--paradigms mfl)
+    assert list(results["paradigms"]) == ["mfl"]
+    assert "Training paradigms" not in (out / "results.md").read_text()
     capsys.readouterr()
 
     # re-running skips every finished run and reproduces the results

@@ -1,5 +1,7 @@
 """``mfgnn experiment --data SPEC --low NAME --high NAME --train N --valid N --test N
---out DIR``: the paper's experiment matrix (:mod:`mfgnn.experiment.matrix`)."""
+--out DIR [--paradigms mfl,tl,delta,reptile]``: the paper's experiment matrix
+(:mod:`mfgnn.experiment.matrix`) and, with ``--paradigms``, transfer learning,
+Δ-learning and Reptile at the same budget (:mod:`mfgnn.experiment.paradigms`)."""
 
 from __future__ import annotations
 
@@ -24,13 +26,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiments",
                    help="run only these experiments of the matrix, comma separated, e.g. "
                         "'SF-f12/E,MF-mp2/EF-f12/E[delta]'")
+    p.add_argument("--paradigms", default="mfl",
+                   help="training paradigms, comma separated: mfl (the SF/MF matrix), tl "
+                        "(pre-train low E+F, fine-tune high E), delta (low model + "
+                        "correction), reptile (Reptile over both levels, then fine-tune); "
+                        "options from the --config sections finetune:, delta:, meta:")
     p.add_argument("--out", required=True, help="output folder (re-running resumes)")
 
 
-def _names(text: str | None) -> tuple[str, ...] | None:
+#: How every experiment name starts: a comma before anything else is part of a name
+#: (``Reptile-k5-mp2/EF,f12/E``).
+_NAME_STARTS = ("SF-", "MF-", "TL-", "Δ-", "Reptile-")
+
+
+def _names(text: str | None, experiments: bool = False) -> tuple[str, ...] | None:
+    """Comma-separated names; with ``experiments`` a piece that does not start an
+    experiment name continues the one before."""
     if not text:
         return None
-    return tuple(n.strip() for n in text.split(",") if n.strip())
+    names: list[str] = []
+    for piece in (n.strip() for n in text.split(",")):
+        if experiments and names and piece and not piece.startswith(_NAME_STARTS):
+            names[-1] += "," + piece
+        elif piece:
+            names.append(piece)
+    return tuple(names)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,5 +60,6 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, low=args.low, high=args.high, train=args.train, valid=args.valid,
         test=args.test, out=args.out, seeds=args.seeds, base=args.config,
         max_epochs=args.max_epochs, max_time=args.max_time,
-        heads=_names(args.heads) or (), experiments=_names(args.experiments))
+        heads=_names(args.heads) or (), experiments=_names(args.experiments, experiments=True),
+        paradigms=_names(args.paradigms) or ())
     return run_experiment(settings)

@@ -4,10 +4,13 @@ score every label of the test split, and write results.json, results.md and figu
 Layout of the output folder::
 
     DIR/spec.yaml, DIR/split.json          the data and the one split all runs share
-    DIR/runs/<experiment>/seed<k>/         one ``mfgnn train`` run folder each
-        predictions.npz                    test-split predictions (cached)
+    DIR/runs/<experiment>/seed<k>/         one ``mfgnn train`` run folder each (a staged
+        predictions.npz                    paradigm's stages inside it); test-split
+                                           predictions (cached)
     DIR/results.json, DIR/results.md, DIR/*.png
 
+``paradigms`` adds transfer learning, Δ-learning and Reptile beside the matrix
+(:mod:`mfgnn.experiment.paradigms`), each scored on its high level like a matrix run.
 Re-running with the same DIR skips finished runs and resumes interrupted ones.
 """
 
@@ -31,7 +34,8 @@ from ..presets import EXPERIMENT_TRAIN, SMALL_MODEL
 from ..training.build import train
 from .baselines import baselines, level_references, self_energy_shift
 from .metrics import Predictions, mean_ci95, score
-from .plan import HEAD_MODES, Experiment, plan_experiments
+from .paradigms import OPTION_SECTIONS, ParadigmOptions, describe, train_paradigm
+from .plan import HEAD_MODES, Experiment, check_paradigms, plan_experiments
 from .predict import predict
 from .report import write_figures, write_markdown
 
@@ -48,10 +52,14 @@ class ExperimentSettings:
         seeds: seeds per experiment.
         base: base run configuration: ``{"model": ..., "loss": ..., "train": ...}``
             (None: the small model and the 90 s budget of :mod:`mfgnn.presets`), or
-            the path of a YAML file with those sections.
+            the path of a YAML file with those sections; ``meta:``, ``delta:`` and
+            ``finetune:`` set the Reptile, Δ and TL options
+            (:class:`~mfgnn.experiment.paradigms.ParadigmOptions`).
         max_epochs, max_time: override ``train.max_epochs`` / ``train.max_time``.
         heads: head modes of the multi-fidelity experiments.
-        experiments: run only these experiment names (None: the whole matrix).
+        experiments: run only these experiments of the matrix (None: the whole matrix).
+        paradigms: ``mfl`` (the matrix), ``tl``, ``delta``, ``reptile``
+            (:mod:`mfgnn.experiment.paradigms`); unknown names are a ConfigError.
     """
 
     data: str | Path
@@ -67,6 +75,7 @@ class ExperimentSettings:
     max_time: float | None = None
     heads: tuple[str, ...] = HEAD_MODES
     experiments: tuple[str, ...] | None = None
+    paradigms: tuple[str, ...] = ("mfl",)
 
     def __post_init__(self) -> None:
         # a single name is one name, not a sequence of letters
@@ -74,11 +83,15 @@ class ExperimentSettings:
             self.heads = (self.heads,)
         if isinstance(self.experiments, str):
             self.experiments = (self.experiments,)
+        if isinstance(self.paradigms, str):
+            self.paradigms = (self.paradigms,)
+        self.paradigms = tuple(self.paradigms)
+        check_paradigms(self.paradigms)
 
 
 def base_config(base: dict | str | Path | None) -> dict:
-    """The model/loss/train sections every run starts from (see
-    :attr:`ExperimentSettings.base`)."""
+    """The model/loss/train sections every run starts from, and the staged paradigms'
+    option sections (see :attr:`ExperimentSettings.base`)."""
     if base is None:
         return {"model": dict(SMALL_MODEL), "train": dict(EXPERIMENT_TRAIN)}
     if isinstance(base, dict):
@@ -90,8 +103,9 @@ def base_config(base: dict | str | Path | None) -> dict:
     if ignored:
         print(f"note: sections {', '.join(ignored)} of {path} are set by the experiment "
               "and ignored", file=sys.stderr)
-    base = {k: v for k, v in values.items() if k in ("model", "loss", "train")}
-    unknown = set(values) - {"model", "loss", "train", "data", "labels", "split"}
+    kept = ("model", "loss", "train", *OPTION_SECTIONS)
+    base = {k: v for k, v in values.items() if k in kept}
+    unknown = set(values) - {*kept, "data", "labels", "split"}
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
     base.setdefault("model", dict(SMALL_MODEL))
@@ -101,7 +115,7 @@ def base_config(base: dict | str | Path | None) -> dict:
 
 def _run_config(base: dict, spec: Path, split_path: Path, exp: Experiment, seed: int,
                 settings: ExperimentSettings) -> dict:
-    values = copy.deepcopy(base)
+    values = copy.deepcopy({k: v for k, v in base.items() if k not in OPTION_SECTIONS})
     values["data"] = str(spec)
     values["labels"] = exp.labels
     values["split"] = {"file": str(split_path)}
@@ -114,12 +128,16 @@ def _run_config(base: dict, spec: Path, split_path: Path, exp: Experiment, seed:
     return values
 
 
-def _run_one(values: dict, run_dir: Path, dataset, split: Split, low: str, high: str) -> dict:
-    """Train (or resume) one run and score it on the test split, for both fidelities."""
+def _run_one(values: dict, run_dir: Path, dataset, split: Split, low: str, high: str,
+             fit=None) -> dict:
+    """Train (or resume) one run and score it on the test split, for both fidelities.
+    ``fit()`` trains a staged paradigm into ``run_dir`` (default: ``mfgnn train``)."""
     rows = np.asarray(split.test)
     cached = run_dir / "predictions.npz"
     if not cached.is_file():
-        if not (run_dir / "model.pt").is_file():
+        if not (run_dir / "model.pt").is_file() and fit is not None:
+            fit()
+        elif not (run_dir / "model.pt").is_file():
             resume = (run_dir / "checkpoint.pt").is_file()
             train(config_from_dict(values), run_dir, resume=resume, log=None)
         model = load_model(run_dir / "model.pt")
@@ -157,9 +175,18 @@ def run_experiment(settings: ExperimentSettings, log=None) -> int:
         if name not in dataset.fidelities:
             raise ConfigError(f"{role} {name!r} is not a fidelity of {args.data} "
                               f"(it has: {', '.join(dataset.fidelities)})")
+    base = base_config(args.base)
+    options = ParadigmOptions.from_base(base)
+    skipped: list[str] = []
     plan = plan_experiments(args.low, args.high, dataset.has_forces[args.high],
                             dataset.has_forces[args.low], tuple(args.heads),
-                            tuple(args.experiments) if args.experiments else None)
+                            tuple(args.experiments) if args.experiments else None,
+                            args.paradigms, options.meta.k, skipped)
+    for message in skipped:
+        print(message, file=log, flush=True)
+    if not plan:
+        raise ConfigError(f"nothing to run: no experiment of --paradigms "
+                          f"{','.join(args.paradigms)} is possible with this data")
     split_path = out / "split.json"
     if split_path.is_file():
         split = Split.load(split_path)
@@ -167,7 +194,6 @@ def run_experiment(settings: ExperimentSettings, log=None) -> int:
         split = make_split(len(dataset), args.train, args.valid, args.test, seed=0)
         split.save(split_path)
     spec = Path(args.data).resolve()
-    base = base_config(args.base)
     rows = np.asarray(split.test)
     cut = load_dataset(args.data, cutoff=base["model"].get("cutoff", 6.5))
     jobs = [(exp, seed) for exp in plan for seed in range(args.seeds)]
@@ -180,7 +206,9 @@ def run_experiment(settings: ExperimentSettings, log=None) -> int:
         run_dir = out / "runs" / exp.folder / f"seed{seed}"
         fresh = not (run_dir / "predictions.npz").is_file()
         values = _run_config(base, spec, split_path, exp, seed, args)
-        result = _run_one(values, run_dir, cut, split, args.low, args.high)
+        fit = None if exp.paradigm == "mfl" else (
+            lambda: train_paradigm(exp, values, run_dir, args.low, args.high, options))
+        result = _run_one(values, run_dir, cut, split, args.low, args.high, fit)
         per_run[exp.name].append(result)
         trained += fresh
         elapsed = time.monotonic() - start
@@ -200,6 +228,8 @@ def run_experiment(settings: ExperimentSettings, log=None) -> int:
                   "test": len(split.test), "seeds": args.seeds},
         "baseline": baselines(cut, split, args.low, args.high),
         "experiments": {name: _aggregate(runs) for name, runs in per_run.items()},
+        "paradigms": {p: describe(p, args.low, args.high, options) for p in
+                      dict.fromkeys(e.paradigm for e in plan)},
     }
     write_json_atomic(out / "results.json", results)
     write_markdown(results, out / "results.md")

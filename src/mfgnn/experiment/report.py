@@ -43,6 +43,7 @@ def markdown_tables(results: dict) -> str:
             lines.append(f"| {name} | " + " | ".join(_cell(metrics.get(k)) for k, _ in cols) + " |")
         lines.append("")
     lines += _by_energy_table(results)
+    lines += _paradigm_lines(results)
     base = results.get("baseline", {})
     if base:
         lines.append(f"## Baselines: {fids['low']} used as {fids['high']}, test split")
@@ -79,6 +80,19 @@ def _by_energy_table(results: dict) -> list[str]:
         for b in bins) + " |")
     lines.append("")
     return lines
+
+
+def _paradigm_lines(results: dict) -> list[str]:
+    """What each training paradigm did with the budget T (only when the results hold
+    more than the multi-fidelity matrix)."""
+    paradigms = results.get("paradigms", {})
+    if set(paradigms) <= {"mfl"}:
+        return []
+    names = {"mfl": "SF / MF", "tl": "TL", "delta": "Δ", "reptile": "Reptile"}
+    lines = ["## Training paradigms (same split, seeds and wall-clock budget T per run, "
+             "all stages together)", ""]
+    lines += [f"- {names.get(p, p)}: {text}" for p, text in paradigms.items()]
+    return lines + [""]
 
 
 def write_markdown(results: dict, path: Path) -> None:
