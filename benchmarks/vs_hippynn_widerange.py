@@ -44,6 +44,7 @@ from _common import REPO, Table, add_split_arguments, set_threads, shared_data
 from mfgnn.data import Split, make_split
 from mfgnn.experiment import ExperimentSettings, run_experiment
 from mfgnn.experiment.plan import Experiment
+from mfgnn.data.distances import auto_sensitivity_range, pair_distance_stats
 from mfgnn.presets import EXPERIMENT_TRAIN, SMALL_MODEL
 
 FILE = "h2o2_hf_mp2.npz"
@@ -54,14 +55,19 @@ EXPERIMENTS = {  # name: labels per level
 }
 NEAR_EV = 5.0  # "near the minimum": MP2 energy within this many eV of the test minimum
 MAX_EPOCHS = 1_000_000  # time budget (or patience) ends training, never the epoch count
+#: hippynn's schedule as in its examples: halve the rate after 8 epochs without
+#: improvement, stop after 30
+HIPPYNN_PLATEAU_PATIENCE = 8
+HIPPYNN_TERMINATION_PATIENCE = 30
 HIPPYNN_HINT = "pip install hippynn==0.1.3"
 NOTES = [
     "tensor order 0 (plain HIP-NN) in both codes for like-for-like; mfgnn's default "
     "preset (SMALL_MODEL) uses tensor order 1",
     "activations: each code's default (mfgnn shifted softplus, hippynn softplus); "
     "--mfgnn-option model.activation=softplus makes them identical",
-    "mfgnn trains with its own recipe (EMA, gradient clipping, plateau scheduler, "
-    "relative hierarchicality 0.01); hippynn as in its examples: Adam, "
+    "mfgnn trains with its own recipe (mfgnn.presets: EMA, gradient clipping, "
+    f"{EXPERIMENT_TRAIN.get('scheduler', 'plateau')} schedule over the budget, target "
+    "scales, ZBL prior, relative hierarchicality 0.01); hippynn as in its examples: Adam, "
     "RaiseBatchSizeOnPlateau (max batch = batch size, i.e. LR x0.5 on plateau), "
     "PatienceController, RMSE+MAE losses, hierarchicality weight 0",
     "hippynn's message-passing kernels are set by --hippynn-kernels (default "
@@ -249,12 +255,12 @@ def run_hippynn(args, labels: dict, data, split: Split, train_cfg: dict) -> dict
 
     optimizer = torch.optim.Adam(training_modules.model.parameters(), lr=args.lr)
     scheduler = RaiseBatchSizeOnPlateau(optimizer=optimizer, max_batch_size=args.batch_size,
-                                        patience=train_cfg["scheduler_patience"],
+                                        patience=HIPPYNN_PLATEAU_PATIENCE,
                                         factor=train_cfg.get("scheduler_factor", 0.5))
     controller = TimeBudgetController(
         optimizer=optimizer, scheduler=scheduler, batch_size=args.batch_size,
         eval_batch_size=args.batch_size, max_epochs=MAX_EPOCHS, stopping_key="LossTotal",
-        termination_patience=train_cfg["patience"], max_time=args.max_time)
+        termination_patience=HIPPYNN_TERMINATION_PATIENCE, max_time=args.max_time)
     tracker = setup_and_train(training_modules, database,
                               SetupParams(controller=controller, device="cpu"))
 
@@ -283,7 +289,9 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=1e-3,
                         help="Adam learning rate, both codes (hippynn's examples: 1e-3)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--soft-min", type=float, default=0.75)
+    parser.add_argument("--soft-min", type=float, default=None,
+                        help="inner sensitivity distance, both codes (default: what mfgnn's "
+                             "soft_min: auto chooses from the training pair distances)")
     parser.add_argument("--soft-max", type=float, default=5.5)
     parser.add_argument("--cutoff", type=float, default=6.5)
     parser.add_argument("--hippynn-kernels", default="_pytorch_raw",
@@ -305,6 +313,13 @@ def main() -> int:
     data = dict(np.load(args.data / FILE))
     n = len(data["E_mp2"])
     split = make_split(n, args.train, args.valid, args.test, seed=0)
+    if args.soft_min is None:  # mfgnn's automatic choice, given to both codes
+        z = data["Z"] if data["Z"].ndim == 2 else np.broadcast_to(data["Z"], data["R"].shape[:2])
+        stats = pair_distance_stats([(z[i], data["R"][i]) for i in split.train],
+                                    cutoff=args.cutoff)
+        args.soft_min = auto_sensitivity_range(stats, args.cutoff)[0]
+        print(f"soft_min {args.soft_min} Å for both codes (mfgnn's soft_min: auto on the "
+              "training rows)")
     test = split.test
     e_ref, f_ref = data["E_mp2"][test], data["F_mp2"][test]
     near = e_ref - e_ref.min() < NEAR_EV

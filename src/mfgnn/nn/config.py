@@ -134,8 +134,8 @@ class HIPNNConfig:
     equivariant: EquivariantConfig | None = None
     scale_targets: bool = False
     zbl: bool = False
-    zbl_inner: float = 0.6
-    zbl_outer: float = 1.0
+    zbl_inner: float = 0.5
+    zbl_outer: float = 0.8
 
     def __post_init__(self) -> None:
         if self.equivariant is not None and not isinstance(self.equivariant, EquivariantConfig):

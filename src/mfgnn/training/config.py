@@ -24,7 +24,8 @@ class TrainConfig:
     ``min_lr`` when ``max_epochs`` or ``max_time`` runs out, whichever comes first
     (:mod:`mfgnn.training.schedule`); ``min_lr`` is the floor of every schedule. Early
     stopping after
-    ``patience`` epochs without improvement, an exponential moving average of the weights
+    ``patience`` epochs without improvement (null: no early stopping; the best
+    validation epoch is still the one saved), an exponential moving average of the weights
     (``ema_decay``, 0 turns it off; validation and the saved model use the EMA weights),
     gradient-norm clipping (``grad_clip``, 0 turns it off), ``max_time`` seconds of
     wall-clock budget (counted over resumes), and ``max_bad_steps`` consecutive
@@ -43,7 +44,7 @@ class TrainConfig:
     scheduler_patience: int = 10
     scheduler_factor: float = 0.5
     min_lr: float = 1.0e-6
-    patience: int = 25
+    patience: int | None = 25
     ema_decay: float = 0.99
     grad_clip: float = 10.0
     seed: int = 0
@@ -56,8 +57,9 @@ class TrainConfig:
         w = "train."
         for name in ("max_epochs", "batch_size", "eval_batch_size", "max_bad_steps"):
             check_number(getattr(self, name), w + name, minimum=1, integer=True)
-        for name in ("scheduler_patience", "patience", "seed", "cache_structures"):
+        for name in ("scheduler_patience", "seed", "cache_structures"):
             check_number(getattr(self, name), w + name, minimum=0, integer=True)
+        check_number(self.patience, w + "patience", minimum=1, integer=True, optional=True)
         check_number(self.lr, w + "lr", minimum=0, strict=True)
         check_number(self.min_lr, w + "min_lr", minimum=0)
         for name in ("weight_decay", "grad_clip"):

@@ -178,9 +178,10 @@ def fit_model_target_scales(config: RunConfig, dataset, split: Split, fidelities
     that are selected for training only.
 
     σ is the RMS force component of the trained force labels (pooled over fidelities as
-    a geometric mean), else the geometric mean of the per-atom residual-energy spreads.
-    One σ for all levels keeps the heads' modes meaningful (delta: E_t = E_{t−1} + ΔE_t
-    in the same units) and the levels' errors comparable."""
+    a geometric mean); without trained forces σ = 1 eV (the per-atom energy spread, the
+    other candidate, is 30× smaller than the force scale on H2CO). One σ for all levels keeps
+    the heads' modes meaningful (delta: E_t = E_{t−1} + ΔE_t in the same units) and the
+    levels' errors comparable."""
     rows = np.asarray(split.train)
     cols = [dataset.fidelities.index(f) for f in fidelities]
     energies = dataset.energies[np.ix_(rows, cols)].copy()
@@ -194,7 +195,7 @@ def fit_model_target_scales(config: RunConfig, dataset, split: Split, fidelities
                     for r, name in zip(rms, fidelities)])
     fit = fit_target_scales(energies, dataset.n_atoms[rows], reference, rms, fidelities)
     from_forces = [sd for sd, src in zip(fit.scale, fit.source) if src == "forces"]
-    common = float(np.exp(np.mean(np.log(from_forces or list(fit.scale)))))
+    common = float(np.exp(np.mean(np.log(from_forces)))) if from_forces else 1.0
     return dataclasses.replace(fit, scale=np.full(len(fidelities), common))
 
 
