@@ -68,3 +68,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def h2co_spec(tmp_path, shared_data) -> Path:
+    """A dataset spec of the shared H2CO data at MP2 (``mp2``) and CCSD(T)-F12 (``f12``),
+    both with energies and forces (eV, eV/Å)."""
+    folder = shared_data / "mp2_ccsdt"
+    path = tmp_path / "h2co.yaml"
+    path.write_text("fidelities:\n"
+                    f"  mp2: {{path: {folder / 'ch2o_mp2_avtz_3601.npz'}, energy_unit: eV}}\n"
+                    f"  f12: {{path: {folder / 'ch2o_ccf12_avtz_3601.npz'}, energy_unit: eV}}\n")
+    return path

@@ -73,13 +73,8 @@ def test_confidence_interval():
 
 
 @pytest.fixture()
-def spec(tmp_path, shared_data):
-    folder = shared_data / "mp2_ccsdt"
-    path = tmp_path / "h2co.yaml"
-    path.write_text("fidelities:\n"
-                    f"  mp2: {{path: {folder / 'ch2o_mp2_avtz_3601.npz'}}}\n"
-                    f"  f12: {{path: {folder / 'ch2o_ccf12_avtz_3601.npz'}}}\n")
-    return path
+def spec(h2co_spec):
+    return h2co_spec
 
 
 def test_smoke_run_writes_results_and_resumes(spec, tmp_path, capsys):

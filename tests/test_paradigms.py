@@ -70,13 +70,8 @@ def test_unknown_paradigm_is_refused_with_the_valid_ones(tmp_path):
 
 
 @pytest.fixture()
-def spec(tmp_path, shared_data):
-    folder = shared_data / "mp2_ccsdt"
-    path = tmp_path / "h2co.yaml"
-    path.write_text("fidelities:\n"
-                    f"  mp2: {{path: {folder / 'ch2o_mp2_avtz_3601.npz'}}}\n"
-                    f"  f12: {{path: {folder / 'ch2o_ccf12_avtz_3601.npz'}}}\n")
-    return path
+def spec(h2co_spec):
+    return h2co_spec
 
 
 def test_without_low_forces_the_command_says_what_it_skips(tmp_path, shared_data, capsys):

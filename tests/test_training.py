@@ -23,14 +23,8 @@ TINY_MODEL = {"n_features": 16, "n_interactions": 1, "n_atom_layers": 1,
 
 
 @pytest.fixture()
-def spec(tmp_path, shared_data):
-    path = tmp_path / "h2co.yaml"
-    folder = shared_data / "mp2_ccsdt"
-    path.write_text(
-        "fidelities:\n"
-        f"  mp2: {{path: {folder / 'ch2o_mp2_avtz_3601.npz'}, energy_unit: eV}}\n"
-        f"  f12: {{path: {folder / 'ch2o_ccf12_avtz_3601.npz'}, energy_unit: eV}}\n")
-    return path
+def spec(h2co_spec):
+    return h2co_spec
 
 
 def _config(spec, epochs=3, labels=None, **train):

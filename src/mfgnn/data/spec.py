@@ -245,13 +245,20 @@ def guess_format(path: Path) -> str | None:
     return _SUFFIX_FORMATS.get(path.suffix.lower())
 
 
-def _parse_fidelity(name: Any, d: Any, base_dir: Path, where: str) -> FidelitySpec:
-    where = f"{where}: fidelity {name!r}"
+def _named_entry(name: Any, d: Any, where: str, kind: str, needs: str, keys) -> str:
+    """Check one named entry of a spec (a fidelity or a dataset): a non-empty name, a
+    mapping, known keys. Returns the entry's place for messages."""
+    where = f"{where}: {kind} {name!r}"
     if not isinstance(name, str) or not name:
-        raise ConfigError(f"{where}: fidelity names must be non-empty strings")
+        raise ConfigError(f"{where}: {kind} names must be non-empty strings")
     if not isinstance(d, dict):
-        raise ConfigError(f"{where}: expected a mapping with at least 'path', got {d!r}")
-    check_keys(d, _FIDELITY_KEYS, where)
+        raise ConfigError(f"{where}: expected a mapping with {needs}, got {d!r}")
+    check_keys(d, keys, where)
+    return where
+
+
+def _parse_fidelity(name: Any, d: Any, base_dir: Path, where: str) -> FidelitySpec:
+    where = _named_entry(name, d, where, "fidelity", "at least 'path'", _FIDELITY_KEYS)
     if "path" not in d or not isinstance(d["path"], str | os.PathLike) or not str(d["path"]):
         raise ConfigError(f"{where}: 'path' (the data file) is required")
     path = Path(d["path"]).expanduser()
@@ -302,12 +309,7 @@ def _parse_fidelities(fids: Any, base: Path, where: str) -> tuple[FidelitySpec, 
 
 
 def _parse_dataset(name: Any, d: Any, base: Path, where: str) -> SourceSpec:
-    where = f"{where}: dataset {name!r}"
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"{where}: dataset names must be non-empty strings")
-    if not isinstance(d, dict):
-        raise ConfigError(f"{where}: expected a mapping with 'fidelities', got {d!r}")
-    check_keys(d, _DATASET_KEYS, where)
+    where = _named_entry(name, d, where, "dataset", "'fidelities'", _DATASET_KEYS)
     if d.get("description") is not None and not isinstance(d["description"], str):
         raise ConfigError(f"{where}: 'description' must be a string")
     return SourceSpec(name=name, fidelities=_parse_fidelities(d.get("fidelities"), base, where),
