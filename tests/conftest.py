@@ -80,3 +80,15 @@ def h2co_spec(tmp_path, shared_data) -> Path:
                     f"  mp2: {{path: {folder / 'ch2o_mp2_avtz_3601.npz'}, energy_unit: eV}}\n"
                     f"  f12: {{path: {folder / 'ch2o_ccf12_avtz_3601.npz'}, energy_unit: eV}}\n")
     return path
+
+
+def experiment_args(spec, tmp_path, *extra: str) -> list[str]:
+    """``mfgnn experiment`` arguments for a smoke run on ``spec`` (MP2 → F12) with a tiny
+    model, 48 / 16 / 24 rows, one epoch per run, delta heads; ``extra`` is appended."""
+    base = tmp_path / "base.yaml"
+    base.write_text("model: {n_features: 8, n_interactions: 1, n_atom_layers: 1,"
+                    " n_sensitivities: 6, tensor_order: 0}\n"
+                    "train: {batch_size: 16, lr: 3.0e-3}\n")
+    return ["experiment", "--data", str(spec), "--low", "mp2", "--high", "f12",
+            "--train", "48", "--valid", "16", "--test", "24", "--max-epochs", "1",
+            "--heads", "delta", "--config", str(base), "--out", str(tmp_path / "exp"), *extra]

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import experiment_args
 
 from mfgnn.cli import main
 from mfgnn.errors import ConfigError
@@ -78,14 +79,8 @@ def spec(h2co_spec):
 
 
 def test_smoke_run_writes_results_and_resumes(spec, tmp_path, capsys):
-    base = tmp_path / "base.yaml"
-    base.write_text("model: {n_features: 8, n_interactions: 1, n_atom_layers: 1,"
-                    " n_sensitivities: 6, tensor_order: 0}\n"
-                    "train: {batch_size: 16, lr: 3.0e-3}\n")
     out = tmp_path / "exp"
-    args = ["experiment", "--data", str(spec), "--low", "mp2", "--high", "f12",
-            "--train", "48", "--valid", "16", "--test", "24", "--seeds", "2",
-            "--max-epochs", "1", "--heads", "delta", "--config", str(base), "--out", str(out)]
+    args = experiment_args(spec, tmp_path, "--seeds", "2")
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["units"] == {"energy": "meV", "forces": "meV/A"}

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import experiment_args
 
 from mfgnn.cli import main
 from mfgnn.commands.experiment import _names
@@ -100,15 +101,9 @@ def test_unknown_paradigm_on_the_command_line(spec, tmp_path, capsys):
 
 
 def test_smoke_run_of_every_paradigm_writes_results_and_resumes(spec, tmp_path, capsys):
-    base = tmp_path / "base.yaml"
-    base.write_text("model: {n_features: 8, n_interactions: 1, n_atom_layers: 1,"
-                    " n_sensitivities: 6, tensor_order: 0}\n"
-                    "train: {batch_size: 16, lr: 3.0e-3}\n")
     out = tmp_path / "exp"
-    args = ["experiment", "--data", str(spec), "--low", "mp2", "--high", "f12",
-            "--train", "48", "--valid", "16", "--test", "24", "--seeds", "1",
-            "--max-epochs", "1", "--heads", "delta", "--experiments", "SF-f12/E",
-            "--paradigms", "mfl,tl,delta,reptile", "--config", str(base), "--out", str(out)]
+    args = experiment_args(spec, tmp_path, "--seeds", "1", "--experiments", "SF-f12/E",
+                           "--paradigms", "mfl,tl,delta,reptile")
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
     exps = results["experiments"]
