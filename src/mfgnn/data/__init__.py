@@ -14,6 +14,8 @@ from .dataset import DatasetSubset, MultiFidelityDataset
 from .fidelity_order import merge_orders
 from .graph import radius_graph
 from .loading import load_dataset
+from .pack import pack_dataset
+from .packed import PackedDataset, open_dataset
 from .self_energy import SelfEnergies, fit_self_energies
 from .spec import DatasetSpec, FidelitySpec, SourceSpec, parse_spec, read_spec
 from .splits import Split, SplitConfig, make_dataset_split, make_split
@@ -21,6 +23,9 @@ from .summary import format_summary, run_summary, summarize
 from .transforms import RadiusGraph
 
 __all__ = [
+    "PackedDataset",
+    "open_dataset",
+    "pack_dataset",
     "DatasetBlock",
     "DatasetSpec",
     "DatasetSubset",

@@ -114,7 +114,8 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "tes
     same errors and counts}`` (the datasets with labels of that fidelity).
     """
     from ..config import load_config
-    from ..data import Split, load_dataset
+    from ..data import Split
+    from ..data.packed import open_dataset
 
     run_dir = Path(run_dir)
     model = load_model(run_dir / "model.pt", dtype=dtype)
@@ -122,10 +123,10 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "tes
         if split not in ("train", "valid", "test"):
             raise ConfigError(f"--split must be train, valid or test, not {split!r}")
         config = load_config(run_dir / "config.yaml")
-        dataset = load_dataset(config.resolved_data(), cutoff=model.config.cutoff)
+        dataset = open_dataset(config.resolved_data(), cutoff=model.config.cutoff)
         rows = getattr(Split.load(run_dir / "split.json"), split)
     else:
-        dataset = load_dataset(data, cutoff=model.config.cutoff)
+        dataset = open_dataset(data, cutoff=model.config.cutoff)
         rows = np.arange(len(dataset))
     columns = [dataset.fidelities.index(f) if f in dataset.fidelities else None
                for f in model.fidelities]

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
-from ..data import (MultiFidelityDataset, Split, fit_self_energies, load_dataset,
-                    make_dataset_split, make_split)
+from ..data import (MultiFidelityDataset, Split, fit_self_energies, make_dataset_split,
+                    make_split)
 from ..data.distances import auto_sensitivity_range, coverage_warning, pair_distance_stats
+from ..data.packed import open_dataset
 from ..nn.normalization import TargetScales, fit_target_scales
 from ..errors import ConfigError, DataError
 
@@ -109,7 +110,7 @@ def fit_model_self_energies(dataset: MultiFidelityDataset, split: Split,
 
 def setup_run(config: RunConfig, out_dir: Path | None = None) -> RunSetup:
     """Load the data, check the labels, split, and fit self-energies."""
-    dataset = load_dataset(config.resolved_data(), cutoff=config.model.cutoff)
+    dataset = open_dataset(config.resolved_data(), cutoff=config.model.cutoff)
     check_labels(config, dataset)
     split = build_split(config, len(dataset), out_dir, dataset.dataset_index, dataset.names)
     if len(split.train) == 0:
