@@ -5,6 +5,7 @@ input errors into one message.
     mfgnn finetune BASE CONFIG --out DIR [--resume]   (BASE --list-groups)
     mfgnn evaluate RUN_DIR [--data SPEC] [--split test] [--json FILE]
     mfgnn data summary SPEC [--json FILE]
+    mfgnn data pack SPEC --out DIR [--chunk-rows N] [--force]
     mfgnn experiment --data SPEC --low NAME --high NAME --train N ... --out DIR
     mfgnn demo [--out DIR] [--max-epochs N] [--max-time S]
 
