@@ -48,6 +48,17 @@ def _as_blocks(levels, spec) -> list[DatasetBlock]:
     return [DatasetBlock(name, levels)]
 
 
+def checked_row(i: int, n: int) -> int:
+    """Row ``i`` of a dataset of ``n`` rows (negative counts from the end); IndexError
+    naming both when it is out of range."""
+    i = int(i)
+    if i < 0:
+        i += n
+    if not 0 <= i < n:
+        raise IndexError(f"index {i} out of range for a dataset of {n} structures")
+    return i
+
+
 class MultiFidelityDataset(Dataset):
     """Fidelities (lowest level first) of the structures of one or more datasets.
 
@@ -138,12 +149,7 @@ class MultiFidelityDataset(Dataset):
 
     def _locate(self, i: int) -> tuple[int, int]:
         """(block, row within the block) of dataset row ``i`` (IndexError when out of range)."""
-        n = len(self)
-        i = int(i)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"index {i} out of range for a dataset of {n} structures")
+        i = checked_row(i, len(self))
         b = 0 if len(self._blocks) == 1 else int(self.dataset_index[i])
         return b, i - int(self._offsets[b])
 

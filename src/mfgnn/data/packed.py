@@ -37,7 +37,7 @@ from torch_geometric.data import Data
 
 from ..errors import DataError
 from .blocks import Rows
-from .dataset import DatasetSubset
+from .dataset import DatasetSubset, checked_row
 from .frames import counts_by_row
 from .transforms import GraphTransform, RadiusGraph
 
@@ -245,13 +245,7 @@ class PackedDataset(Dataset):
         return len(self.n_atoms)
 
     def _row(self, i: int) -> int:
-        n = len(self)
-        i = int(i)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"index {i} out of range for a dataset of {n} structures")
-        return i
+        return checked_row(i, len(self))
 
     def __getitem__(self, i: int) -> Data:
         i = self._row(i)
