@@ -185,3 +185,11 @@ def test_level_force_prior_pulls_the_energy_only_level_toward_the_lower_levels_f
     assert f_hi.grad[:3].abs().sum() > 0 and f_hi.grad[3].abs().sum() == 0
     off = MultiFidelityLoss(["lo", "hi"], labels, LossConfig(hierarchicality_weight=0.0))
     assert off.needs_forces(batch) == ["lo"] and off.level_force_pairs() == []
+
+
+def test_automatic_soft_min_only_lowers_the_default(shared_data, h2co_spec):
+    """Near equilibrium (H2CO, closest pairs about 0.97 Å) auto keeps 0.75 Å; far from it
+    (H2O2, pairs to 0.60 Å) it goes below the closest training pairs."""
+    values = _values(h2co_spec, model={"soft_min": "auto"},
+                     labels={"mp2": ["energy", "forces"]})
+    assert setup_run(config_from_dict(values)).config.model.soft_min == 0.75
