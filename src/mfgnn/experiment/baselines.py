@@ -58,15 +58,19 @@ def raw_force_gap(refs: LevelReferences, low: str, high: str) -> float | None:
     return gap.get("gap_rmse")
 
 
-def baselines(dataset, split: Split, low: str, high: str) -> dict:
+def baselines(dataset, split: Split, low: str, high: str,
+              refs: LevelReferences | None = None, shift: np.ndarray | None = None) -> dict:
     """The raw force and energy gaps of ``low`` vs ``high`` on the test split, with
-    their MAE and 99th percentile (meV/Å, meV)."""
+    their MAE and 99th percentile (meV/Å, meV); ``refs`` and ``shift`` (see
+    :func:`level_references`, :func:`self_energy_shift`) when already read."""
     rows = np.asarray(split.test)
-    refs = level_references(dataset, rows)
+    refs = refs if refs is not None else level_references(dataset, rows)
+    if shift is None:
+        shift = self_energy_shift(dataset, split.train, rows, low, high)
     out: dict = {}
     f = error_summary(labelled_errors(refs.of(low)[1], refs.of(high)[1]), "forces_gap")
     e_lo, e_hi = refs.of(low)[0], refs.of(high)[0]
-    shifted = e_lo + self_energy_shift(dataset, split.train, rows, low, high)
+    shifted = e_lo + shift
     e = error_summary(labelled_errors(shifted, e_hi), "energy_gap")
     out.update(f)
     out.update(e)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..config import RunConfig, load_config
-from ..data import Split, fit_self_energies, load_dataset
+from ..data import Split, load_dataset
 from ..errors import CheckpointError, ConfigError
 from ..loss import MultiFidelityLoss
 from ..model_file import load_model, read_model_file, save_model
@@ -64,7 +64,6 @@ def extended_model(base: MultiFidelityHIPNN, levels: list[str], setup: RunSetup,
                 w[t], b[t] = w_old[base.fidelities.index(src)], b_old[base.fidelities.index(src)]
         rows.append((w, b))
     set_effective_head_rows(model.heads, rows)
-    fit = fit_self_energies(setup.dataset, setup.split.train)
     se = torch.zeros(len(levels), len(base.elements), dtype=torch.float64)
     shift = torch.zeros(len(levels), dtype=torch.float64)
     for t, name in enumerate(levels):
@@ -73,10 +72,11 @@ def extended_model(base: MultiFidelityHIPNN, levels: list[str], setup: RunSetup,
             k = base.fidelities.index(name)
             se[t], shift[t] = base.self_energies[k], base.target_shift[k]
             continue
-        if name not in fit.fidelities or "energy" not in setup.config.labels.get(name, []):
+        if name not in setup.fidelities or "energy" not in setup.config.labels.get(name, []):
             raise ConfigError(f"level {name!r}: new or refitted self-energies need its energies "
                               "in labels")
-        values = fit.values[fit.fidelities.index(name)]
+        # fitted on the training rows by setup_run, in the data's element order
+        values = setup.self_energies[setup.fidelities.index(name)]
         for k, z in enumerate(base.elements):
             if z in setup.dataset.elements:
                 se[t, k] = float(values[setup.dataset.elements.index(z)])
