@@ -24,6 +24,7 @@ for large packs (atoms read from the memory maps per batch).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -83,9 +84,9 @@ class LabelSelection:
                               for c, k in zip(self.columns, kinds)]
 
     @property
-    def needs_forces(self) -> bool:
-        """Some model column keeps force labels (else the dataset's forces are not read)."""
-        return any(c is not None for c in self.force_columns)
+    def needs_forces(self) -> set[int]:
+        """The dataset columns whose force labels are kept (none: forces are not read)."""
+        return {c for c in self.force_columns if c is not None}
 
     @staticmethod
     def _take(values: np.ndarray | None, cols: list[int | None], shape: tuple) -> np.ndarray:
@@ -138,9 +139,10 @@ def read_pack(arrays: dict[str, np.ndarray], rows: np.ndarray, forces: bool) -> 
             "dataset": np.asarray(arrays["dataset_index"][sorted_rows][inverse], dtype=np.int64)}
 
 
-def _read_levels(dataset: MultiFidelityDataset, rows: np.ndarray, forces: bool) -> dict:
+def _read_levels(dataset: MultiFidelityDataset, rows: np.ndarray, forces: set[int]) -> dict:
     """What ``MultiFidelityDataset.__getitem__`` gives for ``rows``, in bulk: in-memory
-    frames by index arithmetic, lazy frames (HDF5) row by row (still no ``Data``)."""
+    frames by index arithmetic, lazy frames (HDF5) row by row (still no ``Data``); force
+    labels of the dataset columns ``forces`` only (the others stay NaN)."""
     ptr = np.concatenate([[0], np.cumsum(dataset.n_atoms[rows])]).astype(np.int64)
     n_fid = len(dataset.fidelities)
     z = np.zeros(ptr[-1], dtype=np.int64)
@@ -159,7 +161,9 @@ def _read_levels(dataset: MultiFidelityDataset, rows: np.ndarray, forces: bool) 
             for w, j in zip(where, local):
                 zj, pj = frames.geometry(int(j))
                 z[ptr[w]:ptr[w + 1]], pos[ptr[w]:ptr[w + 1]] = zj, pj
-        for fr, fid, k in (dataset._columns[b] if forces else ()):  # noqa: SLF001
+        for fr, fid, k in dataset._columns[b]:  # noqa: SLF001
+            if k not in forces:
+                continue
             ok = dataset.has_force_rows[rows[where], k]
             if isinstance(fr, InMemoryFrames):  # forces_row: None without the row's forces
                 flat = fr.forces.get(fid)
@@ -176,14 +180,16 @@ def _read_levels(dataset: MultiFidelityDataset, rows: np.ndarray, forces: bool) 
             "dataset": np.asarray(dataset.dataset_index[rows], dtype=np.int64)}
 
 
-def read_rows(dataset, rows: np.ndarray, forces: bool) -> dict:
-    """Flat atoms and labels of dataset ``rows`` (see :func:`read_pack`), plus ``idx``.
+def read_rows(dataset, rows: np.ndarray, forces: set[int]) -> dict:
+    """Flat atoms and labels of dataset ``rows`` (see :func:`read_pack`), plus ``idx``;
+    ``forces``: the dataset columns whose force labels are needed (none: ``forces`` is
+    None; a pack reads all its columns).
 
     Raises:
         TypeError: not a MultiFidelityDataset, PackedDataset or a subset of one."""
     if isinstance(dataset, PackedDataset):
         arrays = open_arrays(dataset.path, dataset.meta)
-        parts = [read_pack(arrays, rows[s:s + READ_CHUNK_ROWS], forces)
+        parts = [read_pack(arrays, rows[s:s + READ_CHUNK_ROWS], bool(forces))
                  for s in range(0, max(len(rows), 1), READ_CHUNK_ROWS)]
         out = {k: (None if parts[0][k] is None else np.concatenate([p[k] for p in parts]))
                for k in ("z", "pos", "energy", "forces", "dataset")}
@@ -246,7 +252,8 @@ def loader_order(n: int, batch_size: int, shuffle: bool = False,
                  generator: torch.Generator | None = None) -> list[Tensor]:
     """Positions of each batch of one pass, in the order torch's ``DataLoader(...,
     batch_size, shuffle, generator=generator)`` (the PyG path) draws them, so a run
-    keeps its batches when it switches to a store."""
+    keeps its batches when it switches to a store (for a shuffle, give the generator:
+    without one the loader seeds a private generator)."""
     if not shuffle:
         return list(torch.arange(n).split(batch_size))
     torch.empty((), dtype=torch.int64).random_(generator=generator)  # the loader's base seed
@@ -348,6 +355,9 @@ class StructureStore:
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
             if self.nbytes > max_fraction * free:
+                warnings.warn(f"the batch store ({self.nbytes / 2**20:.0f} MiB) stays on "
+                              f"{self.device}: {device} has {free / 2**20:.0f} MiB free",
+                              RuntimeWarning, stacklevel=2)
                 return self
         for k, t in self._tensors().items():
             setattr(self, k, t.to(device))

@@ -82,7 +82,7 @@ class MappedStructureStore:
         """The ``Batch`` of the structures at ``positions`` (B,) (ints, array or tensor),
         equal to PyG's collation of their selected ``Data`` items, on :attr:`device`."""
         p = positions_array(positions, len(self))
-        data = read_pack(self._maps(), self.rows[p], self.select.needs_forces)
+        data = read_pack(self._maps(), self.rows[p], bool(self.select.needs_forces))
         n_atoms = np.diff(data["ptr"])
         dev = self.device
         fields = {
