@@ -9,7 +9,8 @@ The interaction layer mixes the features of neighbouring atoms:
     v_{ab}(r_{ij}) = \sum_\nu V^\nu_{ab}\, s^\nu(r_{ij}),
 
 evaluated as I_{i,a} = Σ_ν Σ_b V^ν_ab env_{i,ν,b} with the environment
-env_{i,ν,b} = Σ_j s^ν(r_ij) z_{j,b} (see :mod:`mfgnn.nn.pairs`). With tensor sensitivity
+env_{i,ν,b} = Σ_j s^ν(r_ij) z_{j,b} (see :mod:`mfgnn.nn.pairs`), by the fused operation of
+:mod:`mfgnn.nn.env_sum` (``fused = False``: the plain formulation, same numbers). With tensor sensitivity
 (HIP-NN-TS) the rotation invariants I^TS_{i,a} of :mod:`mfgnn.nn.tensor_sensitivity` are
 added inside f. With residual connections and matching widths, z' = z + f(...).
 """
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from mfgnn.nn.atom import AtomLayer, make_activation
 from mfgnn.nn.config import DEFAULT_ACTIVATION
+from mfgnn.nn.env_sum import interaction_sum
 from mfgnn.nn.pairs import PairGeometry
 from mfgnn.nn.sensitivity import GaussianSensitivity
 from mfgnn.nn.tensor_sensitivity import TensorSensitivity
@@ -84,16 +86,23 @@ class InteractionLayer(nn.Module):
         if self.tensor is not None:
             self.tensor.reset_parameters()
 
+    #: Evaluate I with the fused :func:`~mfgnn.nn.env_sum.interaction_sum` (True) or the
+    #: plain formulation :meth:`environment` followed by a matrix product (False).
+    fused: bool = True
+
     def environment(self, z: Tensor, sense: Tensor, geom: PairGeometry) -> Tensor:
-        """env_{i,ν,b} = Σ_j s^ν(r_ij) z_{j,b}, shape (N, ν, b)."""
+        """env_{i,ν,b} = Σ_j s^ν(r_ij) z_{j,b}, shape (N, ν, b) (plain formulation)."""
         return geom.reduce(torch.bmm(sense.transpose(1, 2), geom.gather(z)))
 
     def pre_activation(self, z: Tensor, geom: PairGeometry) -> Tensor:
         """I_{i,a} + Σ_b W_ab z_{i,b} + B_a (+ I^TS_{i,a}), shape (N, a)."""
         sense = self.sensitivity(geom.r)  # (R, W, ν)
-        env = self.environment(z, sense, geom)
         weight = self.int_weights.permute(0, 2, 1).reshape(-1, self.out_features)  # (νb, a)
-        out = torch.addmm(self.self_interaction(z), env.reshape(z.shape[0], -1), weight)
+        if self.fused:
+            out = self.self_interaction(z) + interaction_sum(sense, z, weight, geom)
+        else:
+            env = self.environment(z, sense, geom)
+            out = torch.addmm(self.self_interaction(z), env.reshape(z.shape[0], -1), weight)
         if self.tensor is not None:
             out = out + self.tensor(z, sense, geom)
         return out
