@@ -32,6 +32,9 @@ from autograd through the plain formulation.
 
 from __future__ import annotations
 
+import math
+import threading
+
 import torch
 from torch import Tensor
 
@@ -39,6 +42,28 @@ from mfgnn.nn.pairs import PairGeometry
 
 #: Floats per block temporary (atoms × ν × b) on the CPU: 2^18 (1 MiB in float32).
 CPU_BLOCK_ELEMENTS = 1 << 18
+
+
+class _Workspace(threading.local):
+    """Per-thread scratch buffers reused by every block and call on the CPU, so that the
+    block temporaries are neither allocated nor faulted in afresh each time. A buffer
+    never leaves the operation that asked for it."""
+
+    def __init__(self) -> None:
+        self.buffers: dict = {}
+
+    def get(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        if like.device.type != "cpu":
+            return like.new_empty(shape)
+        n, key = math.prod(shape), (name, like.dtype)
+        buf = self.buffers.get(key)
+        if buf is None or buf.numel() < n:
+            buf = self.buffers[key] = like.new_empty(max(n, 1))
+        return buf[:n].view(shape)
+
+
+#: Scratch buffers of this module (also used by :mod:`mfgnn.nn.sensitivity`).
+WORKSPACE = _Workspace()
 
 
 def plain_interaction_sum(s: Tensor, z: Tensor, weight: Tensor, geom: PairGeometry) -> Tensor:
@@ -71,9 +96,11 @@ class _Block:
         self.src = geom.src[r0:r1].reshape(-1)
         self.width = geom.width
 
-    def gather(self, x: Tensor) -> Tensor:
-        """Per-atom x (N, b) → its values at this block's slots (rows, W, b)."""
-        return x.index_select(0, self.src).view(self.r1 - self.r0, self.width, -1)
+    def gather(self, x: Tensor, name: str = "zg") -> Tensor:
+        """Per-atom x (N, b) → its values at this block's slots (rows, W, b), in the
+        scratch buffer ``name``."""
+        out = WORKSPACE.get(name, (self.src.numel(), x.shape[1]), x)
+        return torch.index_select(x, 0, self.src, out=out).view(self.r1 - self.r0, self.width, -1)
 
     def rows(self, x: Tensor) -> Tensor:
         """Per-atom values of this block (atoms, ...) → per row (rows, ...)."""
@@ -90,6 +117,14 @@ class _Block:
         out.index_add_(0, self.src, x.reshape(-1, x.shape[-1]))
 
 
+def _mm(x: Tensor, y: Tensor, name: str) -> Tensor:
+    return torch.mm(x, y, out=WORKSPACE.get(name, (x.shape[0], y.shape[1]), x))
+
+
+def _bmm(x: Tensor, y: Tensor) -> Tensor:
+    return torch.bmm(x, y, out=WORKSPACE.get("pair", (x.shape[0], x.shape[1], y.shape[2]), x))
+
+
 def _plan(geom: PairGeometry, per_atom: int, device: torch.device) -> list[_Block]:
     return [_Block(geom, *blk) for blk in _blocks(geom, per_atom, device)]
 
@@ -97,7 +132,8 @@ def _plan(geom: PairGeometry, per_atom: int, device: torch.device) -> list[_Bloc
 def _env(blk: _Block, terms: list[tuple[Tensor, Tensor]]) -> Tensor:
     """Σ over terms (s, zg) of the block's environment Σ_j s^T z_j, per atom (atoms, ν·b)."""
     (s, zg), rest = terms[0], terms[1:]
-    env = torch.bmm(s[blk.r0:blk.r1].transpose(1, 2), zg)
+    s0 = s[blk.r0:blk.r1].transpose(1, 2)
+    env = torch.bmm(s0, zg, out=WORKSPACE.get("env", (s0.shape[0], s0.shape[1], zg.shape[2]), zg))
     for s, zg in rest:
         env.baddbmm_(s[blk.r0:blk.r1].transpose(1, 2), zg)
     env = blk.atoms(env)
@@ -150,11 +186,11 @@ def _first_derivatives(a, s, z, weight, geom, needs, extra=None):
         if need_w:
             gw.addmm_(_env(blk, [(s, zg)]).t(), ab)
         if need_s or need_z:
-            e = blk.rows((ab @ weight.t()).view(-1, nu, b))
+            e = blk.rows(_mm(ab, weight.t(), "e").view(-1, nu, b))
             if need_s:
                 torch.bmm(zg, e.transpose(1, 2), out=gs[blk.r0:blk.r1])
             if need_z:
-                blk.scatter(gz, torch.bmm(s[blk.r0:blk.r1], e))
+                blk.scatter(gz, _bmm(s[blk.r0:blk.r1], e))
     return gs, gz, gw
 
 
@@ -183,7 +219,7 @@ class _InteractionSumGrad(torch.autograd.Function):
         for blk in _plan(geom, weight.shape[0], z.device):
             ab = a[blk.a0:blk.a1]
             zg = blk.gather(z) if (t_s is not None or t_w is not None) else None
-            tzg = blk.gather(t_z) if t_z is not None else None
+            tzg = blk.gather(t_z, "tzg") if t_z is not None else None
             # env(T_s, z) + env(s, T_z) feeds ∂/∂A (with V) and ∂/∂V (with A)
             terms = ([(t_s, zg)] if t_s is not None else []) + ([(s, tzg)] if t_z is not None else [])
             if terms and (need_a or need_w):
@@ -196,8 +232,8 @@ class _InteractionSumGrad(torch.autograd.Function):
                 ga[blk.a0:blk.a1].addmm_(_env(blk, [(s, zg)]), t_w)
             # E = A V^T pairs with T_z (∂/∂s) and T_s (∂/∂z); Ẽ = A T_V^T with z and s
             if need_s or need_z:
-                e = (ab @ weight.t()).view(-1, nu, b) if (t_s is not None or t_z is not None) else None
-                et = (ab @ t_w.t()).view(-1, nu, b) if t_w is not None else None
+                e = _mm(ab, weight.t(), "e").view(-1, nu, b) if (t_s is not None or t_z is not None) else None
+                et = _mm(ab, t_w.t(), "et").view(-1, nu, b) if t_w is not None else None
                 e, et = (blk.rows(x) if x is not None else None for x in (e, et))
                 if need_s:
                     out = gs[blk.r0:blk.r1]
@@ -207,9 +243,9 @@ class _InteractionSumGrad(torch.autograd.Function):
                         out.baddbmm_(zg, et.transpose(1, 2))
                 if need_z:
                     if t_s is not None:
-                        blk.scatter(gz, torch.bmm(t_s[blk.r0:blk.r1], e))
+                        blk.scatter(gz, _bmm(t_s[blk.r0:blk.r1], e))
                     if et is not None:
-                        blk.scatter(gz, torch.bmm(s[blk.r0:blk.r1], et))
+                        blk.scatter(gz, _bmm(s[blk.r0:blk.r1], et))
         return ga, gs, gz, gw, None, None
 
 
