@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch_geometric.data import Batch
 
-from .collate import (FROM_DATASET, LabelSelection, base_rows, batch_loader, graph_cutoff,
-                      make_batch, positions_array, read_pack)
+from .bulk import LabelSelection, base_rows, read_pack
+from .collate import FROM_DATASET, batch_loader, graph_cutoff, make_batch, positions_array
 from .graph import radius_graph
 from .packed import PackedDataset, open_arrays
 
