@@ -39,7 +39,7 @@ def spec(tmp_path, shared_data) -> Path:
 def _inject(monkeypatch, bad: dict[int, float]) -> list[int]:
     """Replace the training loss of the chosen (0-based, global) steps by ``bad[step]``
     (NaN or inf); evaluation losses are left alone."""
-    real = MultiFidelityLoss.__call__
+    real = MultiFidelityLoss.combine
     step = [0]
 
     def call(self, *args, **kwargs):
@@ -50,7 +50,7 @@ def _inject(monkeypatch, bad: dict[int, float]) -> list[int]:
             step[0] += 1
         return terms
 
-    monkeypatch.setattr(MultiFidelityLoss, "__call__", call)
+    monkeypatch.setattr(MultiFidelityLoss, "combine", call)
     return step
 
 
@@ -76,7 +76,7 @@ def test_non_finite_losses_are_skipped_with_a_warning(spec, tmp_path, monkeypatc
 def test_non_finite_gradient_of_a_finite_loss_is_skipped(spec, tmp_path, monkeypatch):
     values = run_values(spec, epochs=1)
     trainer = build_trainer(setup_run(config_from_dict(values)), tmp_path / "run", log=None)
-    real = MultiFidelityLoss.__call__
+    real = MultiFidelityLoss.combine
     weight = next(trainer.model.parameters())
 
     def call(self, *args, **kwargs):
@@ -85,7 +85,7 @@ def test_non_finite_gradient_of_a_finite_loss_is_skipped(spec, tmp_path, monkeyp
             terms.total = terms.total + torch.sqrt(weight.sum() * 0.0)
         return terms
 
-    monkeypatch.setattr(MultiFidelityLoss, "__call__", call)
+    monkeypatch.setattr(MultiFidelityLoss, "combine", call)
     before = [p.detach().clone() for p in trainer.model.parameters()]
     with pytest.warns(RuntimeWarning, match="non-finite gradient, step skipped"):
         trainer.fit()

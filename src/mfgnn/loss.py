@@ -104,25 +104,40 @@ class LossConfig:
         return float(w)
 
 
-def masked_rmse_mae(pred: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, int]:
-    """RMSE and MAE of ``pred - target`` over the entries where ``mask`` is True.
+def masked_sums(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """(Σ d², Σ |d|, count) of d = ``pred - target`` over the entries where ``mask`` is
+    True, as a float64 3-vector differentiable in ``pred``.
 
     NaN targets outside the mask never reach the arithmetic (they are replaced before the
-    subtraction), so they can produce no NaN gradient. Returns zeros when nothing is
-    labelled.
+    subtraction), so they can produce no NaN gradient. The sums are additive over batches
+    and processes, which is what lets a distributed run normalise by label counts summed
+    over all ranks (:mod:`mfgnn.training.distributed`).
     """
-    count = int(mask.sum())
-    if count == 0:
-        zero = pred.new_zeros(())
-        return zero, zero, 0
     target = torch.where(mask, target, torch.zeros_like(target))
     diff = torch.where(mask, pred - target.to(pred.dtype), torch.zeros_like(pred))
-    sq = diff.square().sum() / count
-    # sqrt with a zero (not infinite) gradient when every error is exactly zero
+    count = mask.sum().to(torch.float64)
+    return torch.stack((diff.square().sum().double(), diff.abs().sum().double(), count))
+
+
+def rmse_mae_from_sums(sums: Tensor) -> tuple[Tensor, Tensor]:
+    """RMSE = √(Σd²/n) and MAE = Σ|d|/n from :func:`masked_sums` (n > 0); the square
+    root has a zero (not infinite) gradient when every error is exactly zero."""
+    sq = sums[0] / sums[2]
     positive = sq > 0
     rmse = torch.where(positive, torch.sqrt(torch.where(positive, sq, torch.ones_like(sq))),
                        torch.zeros_like(sq))
-    mae = diff.abs().sum() / count
+    return rmse, sums[1] / sums[2]
+
+
+def masked_rmse_mae(pred: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, int]:
+    """RMSE and MAE (float64) of ``pred - target`` over the entries where ``mask`` is
+    True, and their count; zeros when nothing is labelled."""
+    sums = masked_sums(pred, target, mask)
+    count = int(sums[2])
+    if count == 0:
+        zero = sums.new_zeros(())
+        return zero, zero, 0
+    rmse, mae = rmse_mae_from_sums(sums)
     return rmse, mae, count
 
 
@@ -213,81 +228,106 @@ class MultiFidelityLoss:
                     pairs.append((t, lower[-1]))
         return pairs
 
-    def needs_forces(self, batch) -> list[str]:
+    def force_label_flags(self, batch) -> Tensor:
+        """(F,) bool: the batch has at least one force label of each model column (what
+        a distributed run combines over ranks before :meth:`needs_forces`)."""
+        return torch.isfinite(batch.forces[:, :, 0]).any(dim=0)
+
+    def needs_forces(self, batch, flags: Tensor | None = None) -> list[str]:
         """Fidelities whose forces the loss of ``batch`` uses: trained force fidelities
-        with a label in the batch, and the levels of :meth:`level_force_pairs`."""
-        has = [bool(torch.isfinite(batch.forces[:, t, 0]).any())
-               for t in range(len(self.fidelities))]
+        with a label in the batch (or where ``flags``, :meth:`force_label_flags` summed
+        over ranks, says so), and the levels of :meth:`level_force_pairs`."""
+        has = (self.force_label_flags(batch) if flags is None else flags).tolist()
         wanted = {t for t, name in enumerate(self.fidelities)
                   if "forces" in self.labels.get(name, []) and has[t]}
         wanted |= {t for t, s in self.level_force_pairs() if has[s]}
         return [self.fidelities[t] for t in sorted(wanted)]
 
-    def __call__(self, out: dict, batch, hierarchicality: Tensor | None = None,
-                 regularization: Tensor | None = None) -> LossTerms:
-        """Loss of model outputs ``out`` against ``batch`` labels.
+    def statistics(self, out: dict, batch, hierarchicality: Tensor | None = None,
+                   with_forces: set[int] | None = None) -> dict[str, Tensor]:
+        """The additive statistics the loss is made of, each a float64 vector
+        differentiable in the predictions: ``energy/t`` and ``forces/t`` (Σd², Σ|d|, n of
+        :func:`masked_sums`), ``level_forces/t`` (the same for F_t − sg(F_s)) and
+        ``hierarchicality/t`` (Σ over atoms of the ratio, number of atoms).
 
-        ``out["energy"]`` is (B, F); ``out["forces"]`` (ΣN, F, 3) if present;
-        ``hierarchicality`` (F,) from the model; ``regularization`` a scalar added once
-        (head penalty).
+        Which statistics exist depends only on the configuration and on ``with_forces``
+        (columns whose forces the model computed; by default the columns of
+        ``out["forces"]`` that are not all NaN), never on which labels the batch holds,
+        so every rank of a distributed run makes the same ones.
         """
         cfg = self.config
         energy = out["energy"]
-        total = energy.new_zeros((), dtype=torch.float64)
-        terms = LossTerms(total=total)
+        forces = out.get("forces")
+        if with_forces is None:
+            with_forces = set() if forces is None else {
+                t for t in range(len(self.fidelities))
+                if not bool(torch.isnan(forces[:, t, :]).all())}
         if cfg.per_atom_energy:
             n_atoms = torch.bincount(batch.batch, minlength=energy.shape[0]).to(energy.dtype)
+        stats: dict[str, Tensor] = {}
         for t, name in enumerate(self.fidelities):
             wanted = self.labels.get(name, [])
-            error_terms = energy.new_zeros((), dtype=torch.float64)
-            labelled = False
+            scale = 1.0 if self.scales is None else self.scales[t]
             if "energy" in wanted:
-                target = batch.energy[:, t]
-                pred = energy[:, t]
+                target, pred = batch.energy[:, t], energy[:, t]
                 if cfg.per_atom_energy:
                     pred, target = pred / n_atoms, target / n_atoms
                 if self.scales is not None:
-                    pred, target = pred / self.scales[t], target / self.scales[t]
-                rmse, mae, n = masked_rmse_mae(pred, target, torch.isfinite(target))
-                if n:
-                    value = cfg.weight("energy", name) * (rmse + mae)
-                    error_terms = error_terms + value
-                    labelled = True
-                    terms.energy[name] = float((rmse + mae).detach())
-            if ("forces" in wanted and out.get("forces") is not None
-                    and not bool(torch.isnan(out["forces"][:, t, :]).all())):
-                # an all-NaN column is a fidelity whose forces were not requested from the
-                # model; otherwise a non-finite prediction at a labelled entry makes the
-                # loss non-finite (the trainer then skips the step) instead of vanishing
-                target = batch.forces[:, t, :]
-                pred = out["forces"][:, t, :]
+                    pred, target = pred / scale, target / scale
+                stats[f"energy/{t}"] = masked_sums(pred, target, torch.isfinite(target))
+            if "forces" in wanted and t in with_forces:
+                # a non-finite prediction at a labelled entry makes the loss non-finite
+                # (the trainer then skips the step) instead of vanishing
+                target, pred = batch.forces[:, t, :], forces[:, t, :]
                 if self.scales is not None:
-                    pred, target = pred / self.scales[t], target / self.scales[t]
-                mask = torch.isfinite(target)
-                rmse, mae, n = masked_rmse_mae(pred, target, mask)
-                if n:
-                    value = cfg.weight("forces", name) * (rmse + mae)
-                    error_terms = error_terms + value
-                    labelled = True
-                    terms.forces[name] = float((rmse + mae).detach())
+                    pred, target = pred / scale, target / scale
+                stats[f"forces/{t}"] = masked_sums(pred, target, torch.isfinite(target))
+            if hierarchicality is not None and cfg.hierarchicality_weight > 0 and wanted:
+                n = float(batch.num_nodes)
+                stats[f"hierarchicality/{t}"] = torch.stack(
+                    (hierarchicality[t].double() * n, energy.new_tensor(n, dtype=torch.float64)))
+        for t, s in self.level_force_pairs():
+            if t in with_forces and s in with_forces:
+                pred, anchor = forces[:, t, :], forces[:, s, :].detach()
+                if self.scales is not None:
+                    pred, anchor = pred / self.scales[t], anchor / self.scales[t]
+                stats[f"level_forces/{t}"] = masked_sums(
+                    pred, anchor, torch.isfinite(batch.forces[:, s, :]))
+        return stats
+
+    def combine(self, stats: dict[str, Tensor], regularization: Tensor | None = None,
+                device=None) -> LossTerms:
+        """Eq. 1 from :meth:`statistics` (of one batch, or summed over ranks); a term
+        whose count is 0 is exactly 0."""
+        cfg = self.config
+        first = next(iter(stats.values()), None)
+        total = torch.zeros((), dtype=torch.float64,
+                            device=first.device if first is not None else device)
+        terms = LossTerms(total=total)
+        for t, name in enumerate(self.fidelities):
+            error_terms = total.new_zeros(())
+            labelled = False
+            for kind in ("energy", "forces"):
+                sums = stats.get(f"{kind}/{t}")
+                if sums is None or not float(sums[2].detach()) > 0:
+                    continue
+                rmse, mae = rmse_mae_from_sums(sums)
+                error_terms = error_terms + cfg.weight(kind, name) * (rmse + mae)
+                labelled = True
+                getattr(terms, kind)[name] = float((rmse + mae).detach())
             if self.task_weights is not None and labelled:
                 total = total + self.task_weights(name, error_terms)
             else:
                 total = total + error_terms
-            if hierarchicality is not None and cfg.hierarchicality_weight > 0 and wanted:
-                h = hierarchicality[t]
-                total = total + cfg.hierarchicality_weight * h * error_terms.detach()
-                terms.hierarchicality[name] = float(h.detach())
-        forces = out.get("forces")
-        for t, s in self.level_force_pairs() if forces is not None else ():
-            if bool(torch.isnan(forces[:, t]).all()) or bool(torch.isnan(forces[:, s]).all()):
-                continue
-            pred, anchor = forces[:, t, :], forces[:, s, :].detach()
-            if self.scales is not None:
-                pred, anchor = pred / self.scales[t], anchor / self.scales[t]
-            mask = torch.isfinite(batch.forces[:, s, :])
-            rmse, mae, n = masked_rmse_mae(pred, anchor, mask)
-            if n:
+            h = stats.get(f"hierarchicality/{t}")
+            if h is not None:
+                ratio = h[0] / h[1] if float(h[1].detach()) > 0 else h[0] * 0.0
+                total = total + cfg.hierarchicality_weight * ratio * error_terms.detach()
+                terms.hierarchicality[name] = float(ratio.detach())
+        for t, _ in self.level_force_pairs():
+            sums = stats.get(f"level_forces/{t}")
+            if sums is not None and float(sums[2].detach()) > 0:
+                rmse, mae = rmse_mae_from_sums(sums)
                 total = total + cfg.level_force_weight * (rmse + mae)
                 terms.level_forces[self.fidelities[t]] = float((rmse + mae).detach())
         if regularization is not None:
@@ -295,3 +335,19 @@ class MultiFidelityLoss:
             terms.regularization = float(regularization.detach())
         terms.total = total
         return terms
+
+    def __call__(self, out: dict, batch, hierarchicality: Tensor | None = None,
+                 regularization: Tensor | None = None, reduce=None,
+                 with_forces: set[int] | None = None) -> LossTerms:
+        """Loss of model outputs ``out`` against ``batch`` labels.
+
+        ``out["energy"]`` is (B, F); ``out["forces"]`` (ΣN, F, 3) if present;
+        ``hierarchicality`` (F,) from the model; ``regularization`` a scalar added once
+        (head penalty). ``reduce`` (optional) maps the statistics of this batch to their
+        sums over all ranks (:meth:`mfgnn.training.distributed.Distributed.sum_statistics`),
+        so that each error is normalised by the label count of the whole global batch.
+        """
+        stats = self.statistics(out, batch, hierarchicality, with_forces)
+        if reduce is not None:
+            stats = reduce(stats)
+        return self.combine(stats, regularization)

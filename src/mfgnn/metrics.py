@@ -81,6 +81,18 @@ class MetricAccumulator:
             self._f_err.append(forces - ftarget if forces is not None
                                else np.full_like(ftarget, np.nan))
 
+    def absorb(self, others) -> None:
+        """Add the errors collected by other accumulators (e.g. of the other ranks of a
+        distributed evaluation)."""
+        for other in others:
+            for name in self.fidelities:
+                self._energy[name].extend(other._energy[name])
+                self._forces[name].extend(other._forces[name])
+            for mine, theirs in ((self._rows, other._rows), (self._n_atoms, other._n_atoms),
+                                 (self._labels, other._labels), (self._e_err, other._e_err),
+                                 (self._f_err, other._f_err)):
+                mine.extend(theirs)
+
     def by_energy(self, groups_of) -> dict[str, dict]:
         """Per fidelity, :func:`errors_by_energy` with each structure's label energy above
         the minimum of its composition group; ``groups_of(rows)`` gives the groups of

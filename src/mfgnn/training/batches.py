@@ -11,8 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-from torch_geometric.loader import DataLoader
+from torch_geometric.data import Batch
+
+from ..data.collate import loader_order
+from .distributed import SINGLE, Distributed
 
 
 class SelectColumns:
@@ -61,17 +65,34 @@ class _Selected(torch.utils.data.Dataset):
 class BatchSource:
     """Rows of a dataset served as batches in the model's label columns.
 
+    A pass is planned as *global* batches of ``batch_size`` positions into ``rows``
+    (:meth:`plan`); each process of a distributed run collates only its shard of every
+    global batch (``dist``, :meth:`Distributed.shard
+    <mfgnn.training.distributed.Distributed.shard>`), so the batches a run trains on
+    do not depend on the number of processes.
+
     Args:
-        dataset: a :class:`~mfgnn.data.MultiFidelityDataset` (items are PyG ``Data``).
+        dataset: a :class:`~mfgnn.data.MultiFidelityDataset` or
+            :class:`~mfgnn.data.PackedDataset` (items are PyG ``Data``).
         rows: dataset rows to serve.
         columns: for each model fidelity, its column in the dataset's labels (or None).
-        batch_size: structures per batch.
-        shuffle: reshuffle every epoch with a generator seeded by ``seed`` and the epoch,
+        batch_size: structures per (global) batch.
+        shuffle: reshuffle every pass with a generator seeded by ``seed`` and the pass,
             so a resumed run repeats the uninterrupted one.
         seed: the run seed.
-        cache_limit: keep the selected structures (with their graphs) in memory when
-            there are at most this many; else read them on every pass.
+        cache_limit: keep the selected structures (with their graphs) in memory as one
+            :class:`~mfgnn.data.collate.StructureStore` when there are at most this
+            many; more rows of a pack are read per batch from its memory maps
+            (:class:`~mfgnn.data.collate_mapped.MappedStructureStore`: bounded memory),
+            of another dataset item by item.
         kinds: label kinds kept per model column (see :class:`SelectColumns`).
+        steps_per_epoch: an "epoch" is this many batches, taken in order from
+            successive shuffled passes (for data too large for whole epochs); None: one
+            whole pass.
+        dist: this process's place in a distributed run (default: a single process).
+        num_workers: worker processes that collate batches ahead (0: in this process).
+        device: keep an in-memory store on this device when it fits (a CUDA device:
+            batches are then made there by index arithmetic).
     """
 
     dataset: object
@@ -82,9 +103,39 @@ class BatchSource:
     seed: int = 0
     cache_limit: int = 200_000
     kinds: Sequence[set[str]] | None = None
+    steps_per_epoch: int | None = None
+    dist: Distributed = SINGLE
+    num_workers: int = 0
+    device: str | torch.device | None = None
 
     def __post_init__(self) -> None:
         self._items = None
+        self._store = None
+        self._pass_cache: tuple[int, list[np.ndarray]] | None = None
+
+    def store(self):
+        """The batch store of these rows (built on first use), or None when the dataset
+        has a graph step other than a radius graph (then items are collated by PyG)."""
+        if self._store is None:
+            from ..data.collate import StructureStore, base_rows
+            from ..data.collate_mapped import MappedStructureStore
+            from ..data.packed import PackedDataset
+
+            base, _ = base_rows(self.dataset, [])
+            try:
+                if isinstance(base, PackedDataset) and len(self.rows) > self.cache_limit:
+                    self._store = MappedStructureStore(self.dataset, self.rows, self.columns,
+                                                       self.kinds)
+                elif len(self.rows) <= self.cache_limit:
+                    self._store = StructureStore(self.dataset, self.rows, self.columns,
+                                                 self.kinds)
+                    if self.device is not None and torch.device(self.device).type == "cuda":
+                        self._store.to(self.device)
+                else:
+                    self._store = False
+            except TypeError:  # another graph step: the PyG path
+                self._store = False
+        return self._store or None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -98,13 +149,74 @@ class BatchSource:
             self._items = [select(self.dataset[int(i)]) for i in self.rows]
         return self._items
 
-    def batches(self, epoch: int = 0) -> DataLoader:
-        """The batches of one pass (epoch ``epoch`` sets the shuffle)."""
-        generator = None
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100003 + epoch)
-        return DataLoader(self.items(), batch_size=self.batch_size, shuffle=self.shuffle,
-                          generator=generator)
+    # ------------------------------------------------------------------ plans
+    def batches_per_pass(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    def pass_plan(self, index: int) -> list[np.ndarray]:
+        """Global batches (positions into ``rows``) of pass ``index``: in order, or a
+        permutation seeded by the run seed and the pass."""
+        if self._pass_cache is not None and self._pass_cache[0] == index:
+            return self._pass_cache[1]
+        n = len(self.rows)
+        generator = (torch.Generator().manual_seed(self.seed * 100003 + index)
+                     if self.shuffle else None)
+        plan = [b.numpy() for b in loader_order(n, self.batch_size, self.shuffle, generator)]
+        self._pass_cache = (index, plan)
+        return plan
+
+    def plan(self, epoch: int = 0) -> list[np.ndarray]:
+        """Global batches of epoch ``epoch``: pass ``epoch``, or with ``steps_per_epoch``
+        the steps epoch·S … (epoch + 1)·S − 1 of the sequence of passes."""
+        if self.steps_per_epoch is None:
+            return self.pass_plan(epoch)
+        per_pass = max(self.batches_per_pass(), 1)
+        out = []
+        for step in range(epoch * self.steps_per_epoch, (epoch + 1) * self.steps_per_epoch):
+            out.append(self.pass_plan(step // per_pass)[step % per_pass])
+        return out
+
+    # ------------------------------------------------------------------ batches
+    def collate(self, positions) -> Batch | None:
+        """This process's share of the global batch ``positions`` as a PyG ``Batch``;
+        None when the share is empty."""
+        mine = self.dist.shard(positions)
+        if len(mine) == 0:
+            return None
+        store = self.store()
+        if store is not None:
+            return store.batch(mine)
+        items = self.items()
+        return Batch.from_data_list([items[int(k)] for k in mine])
+
+    def batches(self, epoch: int = 0):
+        """The batches of epoch ``epoch`` (one per global batch; None for an empty
+        share), collated as they are iterated (ahead, by ``num_workers`` processes)."""
+        return _Collated(self, self.plan(epoch))
+
+
+class _Collated:
+    """A planned epoch: ``len`` global batches, collated on iteration."""
+
+    def __init__(self, source: BatchSource, plan: list[np.ndarray]):
+        self.source, self.plan = source, plan
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __iter__(self):
+        source = self.source
+        store = source.store() if source.num_workers > 0 else None
+        if store is None or store.device.type != "cpu":
+            return (source.collate(positions) for positions in self.plan)
+        return self._from_workers(store)
+
+    def _from_workers(self, store):
+        shares = [self.source.dist.shard(positions) for positions in self.plan]
+        made = iter(store.loader([s for s in shares if len(s)],
+                                 num_workers=self.source.num_workers))
+        for share in shares:
+            yield next(made) if len(share) else None
 
 
 @dataclass
@@ -134,8 +246,6 @@ class ReplayMix:
         return len(self.main)
 
     def batches(self, epoch: int = 0) -> list:
-        from torch_geometric.data import Batch
-
         g = torch.Generator().manual_seed(self.main.seed * 100003 + epoch + 7)
         main_items, replay_items = self.main.items(), self.replay.items()
         main_order = torch.randperm(len(main_items), generator=g).tolist()

@@ -8,8 +8,10 @@ same loop. :func:`train` is the whole of ``mfgnn train`` as a function.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..config import RunConfig, load_config
@@ -19,8 +21,10 @@ from ..model_file import save_model
 from ..nn import MultiFidelityHIPNN
 from .batches import BatchSource, TrainingData
 from .config import TrainConfig
+from .distributed import (SINGLE, Distributed, restarted_by_torchrun, setup_distributed,
+                          teardown_distributed)
 from .ema import ExponentialMovingAverage
-from .progress import STDERR, EpochProgress, say
+from .progress import STDERR, EpochProgress, StepProgress, say
 from .run_folder import RunFolder
 from .schedule import BudgetSchedule, PlateauScheduler
 from .setup import RunSetup, setup_run
@@ -70,17 +74,30 @@ def build_scheduler(optimizer: torch.optim.Optimizer, settings: TrainConfig):
                           shape=settings.scheduler)
 
 
-def build_data(setup: RunSetup) -> TrainingData:
-    """Training (shuffled), validation and test batches of the run's split."""
+def build_data(setup: RunSetup, dist: Distributed = SINGLE) -> TrainingData:
+    """Training (shuffled), validation and test batches of the run's split (this
+    process's shares of them in a distributed run); validation on a fixed sample of
+    ``train.valid_sample`` rows when set."""
     s = setup.config.train
 
     def source(rows, shuffle):
         return BatchSource(setup.dataset, rows, setup.columns,
                            s.batch_size if shuffle else s.eval_batch_size, shuffle=shuffle,
-                           seed=s.seed, cache_limit=s.cache_structures)
+                           seed=s.seed, cache_limit=s.cache_structures,
+                           steps_per_epoch=s.steps_per_epoch if shuffle else None, dist=dist)
 
-    return TrainingData(source(setup.split.train, True), source(setup.split.valid, False),
+    return TrainingData(source(setup.split.train, True),
+                        source(validation_rows(setup.split.valid, s.valid_sample, s.seed), False),
                         source(setup.split.test, False))
+
+
+def validation_rows(rows, sample: int | None, seed: int) -> np.ndarray:
+    """``rows``, or a fixed sample of ``sample`` of them (drawn from ``seed``, sorted)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if sample is None or sample >= len(rows):
+        return rows
+    pick = np.random.default_rng([seed, 7919]).choice(len(rows), size=sample, replace=False)
+    return rows[np.sort(pick)]
 
 
 def model_writer(setup: RunSetup):
@@ -96,15 +113,20 @@ def model_writer(setup: RunSetup):
 
 
 def build_trainer(setup: RunSetup, out_dir: str | Path, resume: bool = False,
-                  log=STDERR) -> Trainer:
+                  log=STDERR, dist: Distributed = SINGLE) -> Trainer:
     """The trainer of ``setup`` writing into ``out_dir``; with ``resume`` it continues
-    from the folder's checkpoint when there is one."""
+    from the folder's checkpoint when there is one. ``dist``: this process's place in
+    a distributed run (only rank 0 logs and writes)."""
     folder = RunFolder(out_dir, setup.config.to_dict(), setup.split)
     if folder.checkpoint.is_file() and not resume:
         raise CheckpointError(
             f"{folder.path} already holds a run (checkpoint.pt); pass --resume to "
             "continue it or choose another output folder")
     settings = setup.config.train
+    if dist.enabled and settings.batch_size < dist.world_size:
+        raise ConfigError(f"train.batch_size ({settings.batch_size}) is the global batch; "
+                          f"it must be at least the number of processes ({dist.world_size})")
+    log = log if dist.is_main else None
     device = pick_device(settings.device)
     model = build_model(setup).to(device)
     scales = model.target_scale.cpu() if setup.config.model.scale_targets else None
@@ -115,12 +137,18 @@ def build_trainer(setup: RunSetup, out_dir: str | Path, resume: bool = False,
         else model.parameters(), settings)
     for note in setup.notes:
         say(log, note)
+    if dist.enabled:
+        say(log, f"distributed: {dist.world_size} processes, global batch "
+                 f"{settings.batch_size} ({settings.batch_size / dist.world_size:.4g} each)")
     trainer = Trainer(
         model, loss,
-        optimizer, build_scheduler(optimizer, settings), build_data(setup), folder, settings,
+        optimizer, build_scheduler(optimizer, settings), build_data(setup, dist), folder,
+        settings,
         ema=ExponentialMovingAverage(model, settings.ema_decay) if settings.ema_decay > 0 else None,
         callbacks=[EpochProgress(setup.fidelities, log)], write_model=model_writer(setup),
-        device=device, log=log)
+        device=device, log=log, dist=dist)
+    if settings.progress_every > 0:
+        trainer.step_callbacks.append(StepProgress(settings.progress_every, log))
     if resume and folder.checkpoint.is_file():
         trainer.restore()
     return trainer
@@ -128,11 +156,22 @@ def build_trainer(setup: RunSetup, out_dir: str | Path, resume: bool = False,
 
 def train(config: RunConfig | str | Path, out_dir: str | Path, resume: bool = False,
           log=STDERR) -> dict:
-    """Train the run described by ``config`` into ``out_dir``; returns the test metrics."""
+    """Train the run described by ``config`` into ``out_dir``; returns the test metrics.
+
+    Under ``torchrun`` (several processes) this is one rank of a data-parallel run
+    (:mod:`mfgnn.training.distributed`); a worker group restarted by
+    ``torchrun --max-restarts`` resumes from the last checkpoint."""
     if not isinstance(config, RunConfig):
         config = load_config(config)
     if config.finetune is not None:
         raise ConfigError("the configuration has a finetune: section; run it with "
                           "mfgnn finetune BASE CONFIG --out DIR")
-    setup = setup_run(config, Path(out_dir))
-    return build_trainer(setup, out_dir, resume=resume, log=log).fit()
+    dist, device = setup_distributed(config.train.device)
+    try:
+        if device != config.train.device:
+            config.train = dataclasses.replace(config.train, device=device)
+        setup = setup_run(config, Path(out_dir))
+        resume = resume or restarted_by_torchrun()
+        return build_trainer(setup, out_dir, resume=resume, log=log, dist=dist).fit()
+    finally:
+        teardown_distributed()

@@ -31,6 +31,16 @@ class TrainConfig:
     wall-clock budget (counted over resumes), and ``max_bad_steps`` consecutive
     non-finite losses before giving up. Splits of at most ``cache_structures``
     structures keep their graphs in memory.
+
+    For data too large for whole epochs: ``max_steps`` caps the optimiser steps of the
+    run (a budget like ``max_time``: the schedule decays over it), ``steps_per_epoch``
+    makes an epoch (validation, checkpoint, metrics row) that many batches taken from
+    successive shuffled passes, and ``valid_sample`` validates on a fixed random sample
+    of that many validation structures (drawn once from the run seed). ``batch_size``
+    is the global batch: a run under ``torchrun`` with N processes gives each
+    ``batch_size / N`` structures of every batch, and the result does not depend on N
+    (:mod:`mfgnn.training.distributed`). ``progress_every`` seconds (0: never) between
+    progress lines within an epoch (steps/s, structures/s, ETA).
     """
 
     max_epochs: int = 500
@@ -52,6 +62,10 @@ class TrainConfig:
     max_bad_steps: int = 20
     device: str = "auto"
     cache_structures: int = 200_000
+    max_steps: int | None = None
+    steps_per_epoch: int | None = None
+    valid_sample: int | None = None
+    progress_every: float = 60.0
 
     def __post_init__(self) -> None:
         w = "train."
@@ -60,6 +74,9 @@ class TrainConfig:
         for name in ("scheduler_patience", "seed", "cache_structures"):
             check_number(getattr(self, name), w + name, minimum=0, integer=True)
         check_number(self.patience, w + "patience", minimum=1, integer=True, optional=True)
+        for name in ("max_steps", "steps_per_epoch", "valid_sample"):
+            check_number(getattr(self, name), w + name, minimum=1, integer=True, optional=True)
+        check_number(self.progress_every, w + "progress_every", minimum=0)
         check_number(self.lr, w + "lr", minimum=0, strict=True)
         check_number(self.min_lr, w + "min_lr", minimum=0)
         for name in ("weight_decay", "grad_clip"):

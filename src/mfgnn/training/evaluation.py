@@ -16,37 +16,56 @@ from ..loss import MultiFidelityLoss
 from ..metrics import MetricAccumulator
 from ..model_file import load_model
 from .batches import BatchSource
+from .distributed import SINGLE, Distributed
 
 
 def evaluate_model(model, batches, loss_fn: MultiFidelityLoss | None = None,
-                   accumulator: MetricAccumulator | None = None) -> tuple[float, dict]:
-    """Mean loss (when ``loss_fn`` is given, else NaN) and per-fidelity metrics
-    (:class:`~mfgnn.metrics.MetricAccumulator`).
+                   accumulator: MetricAccumulator | None = None,
+                   dist: Distributed = SINGLE) -> tuple[float, dict]:
+    """Mean loss over the batches (when ``loss_fn`` is given, else NaN) and per-fidelity
+    metrics (:class:`~mfgnn.metrics.MetricAccumulator`).
 
     Args:
         model: a :class:`~mfgnn.nn.MultiFidelityHIPNN`.
         batches: batches whose label columns are the model's (see
-            :class:`~mfgnn.training.batches.BatchSource`).
+            :class:`~mfgnn.training.batches.BatchSource`); in a distributed run, this
+            rank's shares of the global batches (None for an empty share).
         loss_fn: the training loss, to report the validation loss.
         accumulator: collects the errors (a fresh one by default); pass one to read
             more from it afterwards (e.g. :meth:`MetricAccumulator.by_energy`).
+        dist: in a distributed run, the loss of each global batch is normalised over
+            all ranks and every rank's errors are gathered, so every rank returns the
+            figures of the whole set.
     """
+    from .trainer import empty_outputs
+
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    n_fid = len(model.fidelities)
     metrics = accumulator if accumulator is not None else MetricAccumulator(model.fidelities)
     total, count = 0.0, 0
     for batch in batches:
-        batch = batch.to(device)
-        has_forces = bool(torch.isfinite(batch.forces[..., 0]).any())
-        out = model(batch, forces=has_forces)
-        out = {k: (v.detach() if torch.is_tensor(v) else v) for k, v in out.items()}
-        metrics.update(out, batch)
+        local = (torch.isfinite(batch.forces[..., 0]).any().reshape(1) if batch is not None
+                 else torch.zeros(1, dtype=torch.bool))
+        has_forces = bool(dist.any_(local.cpu())[0])
+        with_forces = set(range(n_fid)) if has_forces else set()
+        if batch is None:
+            out, batch, hier = empty_outputs(model, device)
+        else:
+            batch = batch.to(device)
+            out = model(batch, forces=has_forces)
+            out = {k: (v.detach() if torch.is_tensor(v) else v) for k, v in out.items()}
+            metrics.update(out, batch)
+            hier = model.hierarchicality(out)
         if loss_fn is not None:
             with torch.no_grad():
-                total += float(loss_fn(out, batch, model.hierarchicality(out)).total)
+                stats = loss_fn.statistics(out, batch, hier, with_forces)
+                total += float(loss_fn.combine(dist.sum_statistics(stats)).total)
             count += 1
     model.train(was_training)
+    if dist.enabled:
+        metrics.absorb([m for r, m in enumerate(dist.gather(metrics)) if r != dist.rank])
     loss = total / count if count else float("nan")
     return loss, metrics.summary()
 
@@ -83,6 +102,13 @@ class DatasetMetrics:
                 energy=torch.where(keep_e, energy, torch.full_like(energy, float("nan"))),
                 forces=torch.where(keep_f, forces, torch.full_like(forces, float("nan"))))
             self.parts[d].update(out, view)
+
+    def absorb(self, others) -> None:
+        """Add the errors collected by other :class:`DatasetMetrics`."""
+        others = list(others)
+        self.total.absorb(o.total for o in others)
+        for d, part in enumerate(self.parts):
+            part.absorb(o.parts[d] for o in others)
 
     def by_energy(self, groups_of) -> dict[str, dict]:
         """:meth:`MetricAccumulator.by_energy` of all structures."""

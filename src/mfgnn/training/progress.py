@@ -51,3 +51,27 @@ class EpochProgress:
         parts.append(f"lr {row['lr']:.1e}")
         parts.append(f"[{clock(elapsed)}<{clock(remaining)}]")
         say(self.log, "  ".join(parts))
+
+
+class StepProgress:
+    """A step callback printing, at most every ``every`` seconds within an epoch, the
+    step, steps/s, structures/s and the epoch's ETA (for long epochs)."""
+
+    def __init__(self, every: float = 60.0, log=STDERR):
+        self.every, self.log = float(every), log
+        self._epoch, self._start, self._last = None, 0.0, 0.0
+
+    def __call__(self, trainer, k: int, n: int) -> None:
+        import time
+
+        now = time.monotonic()
+        if self._epoch != trainer.epoch:
+            self._epoch, self._start, self._last = trainer.epoch, now, now
+            return
+        if now - self._last < self.every or k >= n:
+            return
+        self._last = now
+        rate = (k - 1) / max(now - self._start, 1e-9)
+        size = trainer.data.train.batch_size
+        say(self.log, f"  epoch {trainer.epoch + 1} step {k}/{n}  {rate:.3g} steps/s  "
+                      f"{rate * size:.4g} structures/s  [ETA {clock((n - k) / max(rate, 1e-9))}]")

@@ -24,6 +24,7 @@ import torch
 from ..errors import ConfigError, MfgnnError
 from .batches import BatchSource, TrainingData
 from .config import TrainConfig
+from .distributed import SINGLE, Distributed, kill_for_test
 from .ema import ExponentialMovingAverage
 from .evaluation import evaluate_model
 from .progress import STDERR, say
@@ -52,23 +53,32 @@ class Trainer:
         folder: the run folder (checkpoints, metrics, model, test metrics).
         settings: budget, early stopping, clipping, bad-step limit.
         ema: exponential moving average of the weights, or None.
-        callbacks: called as ``callback(trainer, row)`` after every epoch.
+        callbacks: called as ``callback(trainer, row)`` after every epoch (and the
+            ``step_callbacks`` attribute's as ``callback(trainer, k, n)`` after step k of
+            n of an epoch).
         write_model: ``write_model(path, model, info)`` saves the best model at the end.
         device: where batches go.
         log: where messages go (default: the current stderr; None silences them).
+        dist: this process's place in a distributed run (:mod:`.distributed`): batches
+            are this rank's shards of the global batches, the loss statistics are summed
+            and the gradients averaged over ranks, and only rank 0 writes files.
     """
 
     def __init__(self, model, loss_fn, optimizer: torch.optim.Optimizer, scheduler,
                  data: TrainingData, folder: RunFolder, settings: TrainConfig,
                  ema: ExponentialMovingAverage | None = None,
                  callbacks: Sequence[Callable] = (), write_model: Callable | None = None,
-                 device: torch.device | str = "cpu", log=STDERR):
+                 device: torch.device | str = "cpu", log=STDERR, dist: Distributed = SINGLE):
         self.model, self.loss_fn = model, loss_fn
         self.optimizer, self.scheduler = optimizer, scheduler
         self.data, self.folder, self.settings = data, folder, settings
         self.ema, self.callbacks, self.write_model = ema, list(callbacks), write_model
+        self.step_callbacks: list[Callable] = []  # callback(trainer, k, n_batches)
         self.device, self.log = torch.device(device), log
+        self.dist = dist
         self.epoch = 0
+        self.step = 0  # optimiser steps taken (skipped ones included), over resumes
+        self._clock = 0.0  # elapsed seconds all ranks agreed on at the last step
         self.first_epoch = 0
         self.best_valid = math.inf
         self.best_state: dict | None = None
@@ -95,26 +105,54 @@ class Trainer:
         """Training seconds of this run, over all its resumes."""
         return self._elapsed_before + self.session_seconds()
 
+    def agreed_elapsed(self) -> float:
+        """Elapsed training seconds as rank 0 measures them, on every rank (what budget
+        decisions use, so that all ranks take the same ones)."""
+        self._clock = self.dist.agree(self.elapsed())
+        return self._clock
+
     def budget_fraction(self) -> float:
-        """Share of the budget spent: epochs of ``max_epochs`` or seconds of
-        ``max_time``, whichever is further along (at most 1)."""
+        """Share of the budget spent: epochs of ``max_epochs``, steps of ``max_steps``
+        or seconds of ``max_time``, whichever is furthest along (at most 1)."""
         s = self.settings
         done = (self.epoch + self._epoch_part) / s.max_epochs
+        if s.max_steps is not None:
+            done = max(done, self.step / s.max_steps)
         if s.max_time is not None:
-            done = max(done, self.elapsed() / s.max_time)
+            done = max(done, self._clock / s.max_time)
         return min(done, 1.0)
+
+    def out_of_budget(self) -> bool:
+        """``max_steps`` or ``max_time`` is spent (the same answer on every rank)."""
+        s = self.settings
+        if s.max_steps is not None and self.step >= s.max_steps:
+            return True
+        return s.max_time is not None and self.agreed_elapsed() >= s.max_time
 
     # ------------------------------------------------------------------ steps
     def train_step(self, batch) -> float | None:
-        """One optimiser step on ``batch``; its loss, or None if the step was skipped."""
-        force_fids = self.loss_fn.needs_forces(batch)
-        out = self.model(batch, forces=force_fids or False, training=True)
-        loss = self.loss_fn(out, batch, self.model.hierarchicality(out),
-                            self.model.head_regularization()).total
+        """One optimiser step on ``batch`` (this rank's share of a global batch; None
+        when the share is empty); the loss of the global batch, or None if the step
+        was skipped."""
+        flags, self._clock = self._shared_flags_and_clock(batch)
+        force_fids = self.loss_fn.needs_forces(batch, flags)
+        with_forces = {self.model.fidelity_index(f) for f in force_fids}
+        if batch is None:
+            stats = self.loss_fn.statistics(*empty_outputs(self.model, self.device),
+                                            with_forces=with_forces)
+        else:
+            out = self.model(batch, forces=force_fids or False, training=True)
+            stats = self.loss_fn.statistics(out, batch, self.model.hierarchicality(out),
+                                            with_forces=with_forces)
+        loss = self.loss_fn.combine(self.dist.sum_statistics(stats),
+                                    self.model.head_regularization()).total
+        self.step += 1
         if not torch.isfinite(loss):
             return self._bad_step("non-finite loss")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if loss.requires_grad:
+            loss.backward()
+        self.dist.average_gradients(self._trained_parameters())
         # the norm is needed anyway to catch non-finite gradients of a finite loss;
         # max_norm=inf leaves the gradients unchanged when clipping is off
         clip = self.settings.grad_clip if self.settings.grad_clip > 0 else math.inf
@@ -128,17 +166,40 @@ class Trainer:
         self.scheduler.step_end(self.budget_fraction())
         return float(loss.detach())
 
+    def _shared_flags_and_clock(self, batch) -> tuple[torch.Tensor, float]:
+        """Which model columns have force labels in any rank's share, and rank 0's
+        elapsed seconds: one small all-reduce per step (none in a single process)."""
+        n = len(self.model.fidelities)
+        local = (self.loss_fn.force_label_flags(batch).cpu() if batch is not None
+                 else torch.zeros(n, dtype=torch.bool))
+        if not self.dist.enabled:
+            return local, self.elapsed()
+        shared = torch.zeros(n + 1, dtype=torch.float64)
+        shared[:n] = local.to(torch.float64)
+        shared[n] = self.elapsed() if self.dist.is_main else 0.0
+        shared = self.dist.sum_(shared.to(_collective_device(self.device))).cpu()
+        return shared[:n] > 0, float(shared[n])
+
+    def _trained_parameters(self) -> list:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
     def train_epoch(self) -> dict:
         self.model.train()
         losses, skipped = [], 0
         batches = self.data.train.batches(self.epoch)
         for k, batch in enumerate(batches):
+            if self.settings.max_steps is not None and self.step >= self.settings.max_steps:
+                break
             self._epoch_part = (k + 1) / max(len(batches), 1)
-            loss = self.train_step(batch.to(self.device))
+            loss = self.train_step(None if batch is None else batch.to(self.device))
             if loss is None:
                 skipped += 1
             else:
                 losses.append(loss)
+            for callback in self.step_callbacks:
+                callback(self, k + 1, len(batches))
+            if k == 0:
+                kill_for_test(self.dist, self.epoch)
         mean = sum(losses) / len(losses) if losses else 0.0
         return {"train_loss": mean, "skipped_steps": skipped}
 
@@ -162,19 +223,21 @@ class Trainer:
         """Loss and per-fidelity metrics of the (EMA) weights on ``source``."""
         if self.ema is not None:
             with self.ema.applied(self.model):
-                return evaluate_model(self.model, source.batches(), self.loss_fn)
-        return evaluate_model(self.model, source.batches(), self.loss_fn)
+                return evaluate_model(self.model, source.batches(), self.loss_fn,
+                                      dist=self.dist)
+        return evaluate_model(self.model, source.batches(), self.loss_fn, dist=self.dist)
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict:
         """Train until ``max_epochs``, early stopping or ``max_time``; returns the test
         metrics of the best model (also written to ``test_metrics.json``)."""
         s = self.settings
-        self.folder.create()
+        if self.dist.is_main:
+            self.folder.create()
         self._session_start = time.monotonic()
         self.first_epoch = self.epoch
         while self.epoch < s.max_epochs and (s.patience is None or self.bad_epochs < s.patience):
-            if s.max_time is not None and self.elapsed() >= s.max_time:
+            if self.out_of_budget():
                 break
             t0 = time.monotonic()
             train = self.train_epoch()
@@ -194,12 +257,14 @@ class Trainer:
                 self.bad_epochs += 1
             row = self._history_row(train, valid_loss, valid_metrics, time.monotonic() - t0)
             self.history.append(row)
-            self.folder.save_checkpoint(self.state_dict(), self.epoch)
-            self.folder.write_metrics(self.history)
+            if self.dist.is_main:
+                self.folder.save_checkpoint(self.state_dict(), self.epoch)
+                self.folder.write_metrics(self.history)
             for callback in self.callbacks:
                 callback(self, row)
-            if s.max_time is not None and self.elapsed() >= s.max_time:
-                say(self.log, f"time budget of {s.max_time:.0f} s reached")
+            if self.out_of_budget():
+                say(self.log, "step budget reached" if s.max_steps is not None and
+                    self.step >= s.max_steps else f"time budget of {s.max_time:.0f} s reached")
                 break
         return self.finish()
 
@@ -208,14 +273,16 @@ class Trainer:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         self.ema = None  # best_state already holds the averaged weights
-        if self.write_model is not None:
+        if self.write_model is not None and self.dist.is_main:
             with write_errors(self.folder.model):
                 self.write_model(self.folder.model, self.model,
                                  {"best_valid_loss": self.best_valid, "epochs": self.epoch})
         result: dict = {}
         if self.data.test is not None and len(self.data.test):
             _, result = self.evaluate(self.data.test)
-        self.folder.write_json("test_metrics.json", result)
+        if self.dist.is_main:
+            self.folder.write_json("test_metrics.json", result)
+        self.dist.barrier()  # the run's files exist when any rank returns
         return result
 
     # ------------------------------------------------------------------ state
@@ -240,7 +307,7 @@ class Trainer:
     def state_dict(self) -> dict:
         """Everything a resumed run needs to continue exactly."""
         return {
-            "epoch": self.epoch, "model": self.model.state_dict(),
+            "epoch": self.epoch, "step": self.step, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "best_valid": self.best_valid, "best_state": self.best_state,
@@ -253,7 +320,9 @@ class Trainer:
     def restore(self) -> None:
         """Continue from the run folder's checkpoint (temporaries of a killed write are
         removed first)."""
-        self.folder.remove_stale_temporaries()
+        if self.dist.is_main:
+            self.folder.remove_stale_temporaries()
+        self.dist.barrier()
         state = self.folder.load_checkpoint(self.device)
         try:
             self.model.load_state_dict(state["model"])
@@ -268,9 +337,32 @@ class Trainer:
             history = list(state["history"])
             consecutive_bad = int(state.get("consecutive_bad", 0))
             elapsed = float(state.get("elapsed", 0.0))
+            step = int(state.get("step", 0))
         except Exception as exc:  # from another model or configuration
             raise self.folder.cannot_resume(exc) from None
         self.epoch, self.best_valid, self.best_state = epoch, best_valid, best_state
         self.bad_epochs, self.history, self.consecutive_bad = bad_epochs, history, consecutive_bad
-        self._elapsed_before = elapsed
+        self._elapsed_before, self.step = elapsed, step
         say(self.log, f"resumed {self.folder.path} after epoch {self.epoch}")
+
+
+def empty_outputs(model, device) -> tuple[dict, object]:
+    """Model outputs and labels of an empty share of a global batch: every loss
+    statistic of it is zero, with the same keys as a real share's."""
+    from types import SimpleNamespace
+
+    n = len(model.fidelities)
+    out = {"energy": torch.zeros(0, n, dtype=torch.float64, device=device),
+           "forces": torch.zeros(0, n, 3, dtype=model.dtype, device=device)}
+    batch = SimpleNamespace(energy=out["energy"], forces=out["forces"], num_nodes=0,
+                            batch=torch.zeros(0, dtype=torch.long, device=device))
+    return out, batch, torch.zeros(n, dtype=model.dtype, device=device)
+
+
+def _collective_device(device: torch.device) -> torch.device:
+    """Where a collective's tensor lives: the CUDA device under NCCL, else the CPU."""
+    import torch.distributed as torch_dist
+
+    if torch_dist.is_initialized() and torch_dist.get_backend() == "nccl":
+        return device
+    return torch.device("cpu")
