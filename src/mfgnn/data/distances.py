@@ -40,7 +40,9 @@ import numpy as np
 #: Quantiles (as fractions) stored in :attr:`PairDistanceStats.quantiles`.
 QUANTILES = (1e-4, 1e-3, 1e-2, 0.05, 0.5, 0.99)
 #: Pairs (molecules × pairs per molecule) processed at once.
-_CHUNK_PAIRS = 1 << 21
+_CHUNK_PAIRS = 1 << 19
+#: Rows read at once from a source with a bulk ``geometries(rows)`` reader (a pack).
+BULK_ROWS = 8192
 
 
 @dataclass
@@ -188,6 +190,21 @@ class _Accumulator:
         if len(buf) * max(n * (n - 1) // 2, 1) >= _CHUNK_PAIRS:
             self._flush(n)
 
+    def add_block(self, rows: np.ndarray, counts: np.ndarray, z: np.ndarray,
+                  pos: np.ndarray) -> None:
+        """Molecules in bulk: ``rows`` (m,), atom ``counts`` (m,), atomic numbers (ΣN,)
+        and positions (ΣN, 3) Å concatenated; grouped by atom count without per-row
+        Python objects."""
+        start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        for n in np.unique(counts):
+            n = int(n)
+            sel = np.flatnonzero(counts == n)
+            step = max(_CHUNK_PAIRS // max(n * (n - 1) // 2, 1), 1)
+            for s in range(0, len(sel), step):
+                part = sel[s:s + step]
+                atoms = start[part][:, None] + np.arange(n)
+                self._reduce(n, rows[part], z[atoms], pos[atoms])
+
     def finish(self) -> None:
         for n in list(self.buffers):
             self._flush(n)
@@ -197,12 +214,17 @@ class _Accumulator:
         if not buf:
             return
         rows = np.array([b[0] for b in buf], dtype=np.int64)
+        if n < 2:
+            self._reduce(n, rows, None, None)
+            return
+        self._reduce(n, rows, np.stack([b[1] for b in buf]), np.stack([b[2] for b in buf]))
+
+    def _reduce(self, n: int, rows: np.ndarray, z, pos) -> None:
+        """Statistics of m molecules of n atoms: z (m, n), pos (m, n, 3) Å."""
         self.rows.append(rows)
         if n < 2:
             self.row_min.append(np.full(len(rows), np.inf))
             return
-        z = np.stack([b[1] for b in buf])
-        pos = np.stack([b[2] for b in buf])
         iu, ju = np.triu_indices(n, 1)
         d = np.sqrt(np.square(pos[:, iu] - pos[:, ju]).sum(-1))  # (m, P)
         self.row_min.append(d.min(axis=1))
@@ -243,13 +265,24 @@ def pair_distance_stats(source, rows=None, cutoff: float | None = None, threshol
         resolution: histogram bin width (Å).
 
     Cost: all N(N−1)/2 pairs of each molecule, vectorised over molecules with the same
-    atom count; memory is bounded by processing ≈2M pairs at a time.
+    atom count; memory is bounded by processing ≈0.5M pairs at a time. A source with a
+    bulk reader ``geometries(rows) -> (counts, z, pos)`` (a
+    :class:`~mfgnn.data.packed.PackedDataset`) is read :data:`BULK_ROWS` rows at a time,
+    without per-row Python objects.
     """
     if not resolution > 0:
         raise ValueError(f"resolution must be > 0 Å, got {resolution}")
     acc = _Accumulator(None if cutoff is None else float(cutoff), float(resolution))
-    for row, z, pos in iter_geometries(source, rows):
-        acc.add(row, z, pos)
+    bulk = getattr(source, "geometries", None)
+    if callable(bulk):  # a pack: atoms read in bulk, BULK_ROWS rows at a time
+        given = np.arange(len(source)) if rows is None else np.asarray(rows, np.int64).reshape(-1)
+        for s in range(0, len(given), BULK_ROWS):
+            part = given[s:s + BULK_ROWS]
+            counts, z, pos = bulk(part)  # packed rows hold no padding
+            acc.add_block(part, np.asarray(counts, np.int64), z, pos)
+    else:
+        for row, z, pos in iter_geometries(source, rows):
+            acc.add(row, z, pos)
     acc.finish()
     all_rows = np.concatenate(acc.rows) if acc.rows else np.zeros(0, np.int64)
     row_min = np.concatenate(acc.row_min) if acc.row_min else np.zeros(0)
@@ -261,8 +294,9 @@ def pair_distance_stats(source, rows=None, cutoff: float | None = None, threshol
 def _scan_order(all_rows: np.ndarray, rows) -> np.ndarray:
     """Permutation putting ``all_rows`` back in the order of ``rows``."""
     given = np.asarray(rows, dtype=np.int64).reshape(-1)
-    pos_in_given = {int(r): k for k, r in enumerate(given)}
-    return np.argsort(np.array([pos_in_given[int(r)] for r in all_rows], dtype=np.int64), kind="stable")
+    sorter = np.argsort(given, kind="stable")
+    where = sorter[np.searchsorted(given, all_rows, sorter=sorter)]
+    return np.argsort(where, kind="stable")
 
 
 def _build_stats(acc: _Accumulator, rows: np.ndarray, row_min: np.ndarray, cutoff, threshold) -> PairDistanceStats:

@@ -291,11 +291,11 @@ class PackedDataset(Dataset):
         return DatasetSubset(self, indices)
 
     # -- streamed statistics -------------------------------------------------------------
-    def _chunks(self, rows: Rows | None):
-        """Yield (positions in ``rows``, sorted rows) chunks of at most STAT_ROWS rows."""
+    def _chunks(self, rows: Rows | None, size: int = STAT_ROWS):
+        """Yield (positions in ``rows``, sorted rows) chunks of at most ``size`` rows."""
         if rows is None:
-            for s in range(0, len(self), STAT_ROWS):
-                r = np.arange(s, min(s + STAT_ROWS, len(self)), dtype=np.int64)
+            for s in range(0, len(self), size):
+                r = np.arange(s, min(s + size, len(self)), dtype=np.int64)
                 yield r, r
             return
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
@@ -303,9 +303,15 @@ class PackedDataset(Dataset):
         if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
             raise IndexError(f"rows out of range for a dataset of {len(self)} structures")
         order = np.argsort(rows, kind="stable")  # sorted reads: sequential pages
-        for s in range(0, len(rows), STAT_ROWS):
-            where = order[s:s + STAT_ROWS]
+        for s in range(0, len(rows), size):
+            where = order[s:s + size]
             yield where, rows[where]
+
+    def _transient(self) -> dict[str, np.ndarray]:
+        """Fresh memory maps for one chunk of a streamed pass: the pages a chunk touches
+        leave this process's resident set when the maps are dropped (the persistent maps
+        would keep every page read, i.e. the whole file after a full pass)."""
+        return open_arrays(self.path, self.meta)
 
     def element_counts_of(self, rows: Rows) -> np.ndarray:
         """(len(rows), len(elements)) int64 atoms of each element in ``rows``, read in
@@ -314,10 +320,11 @@ class PackedDataset(Dataset):
             return self._counts[np.asarray(rows, dtype=np.int64)]
         n_rows = len(np.asarray(rows).reshape(-1))
         out = np.zeros((n_rows, len(self.elements)), dtype=np.int64)
-        offsets, z = self._arr("offsets"), self._arr("z")
         for where, r in self._chunks(rows):
-            idx, ptr = atom_index(offsets, r)
-            out[where] = counts_by_row(z[idx].astype(np.int64), ptr, self.elements)
+            maps = self._transient()
+            idx, ptr = atom_index(maps["offsets"], r)
+            out[where] = counts_by_row(maps["z"][idx].astype(np.int64), ptr, self.elements)
+            del maps
         return out
 
     def element_counts(self) -> np.ndarray:
@@ -331,15 +338,35 @@ class PackedDataset(Dataset):
         NaN for a fidelity without force labels there), streamed in chunks."""
         n_fid = len(self.fidelities)
         sq, count = np.zeros(n_fid), np.zeros(n_fid)
-        offsets, forces, has = self._arr("offsets"), self._arr("forces"), self.has_force_rows
-        for _, r in self._chunks(rows):
-            idx, ptr = atom_index(offsets, r)
-            f = np.asarray(forces[idx], dtype=np.float64)  # (M, F, 3)
-            ok = np.repeat(np.asarray(has[r]), np.diff(ptr), axis=0)[:, :, None] & np.isfinite(f)
+        for _, r in self._chunks(rows, STAT_ROWS // 4):
+            maps = self._transient()
+            idx, ptr = atom_index(maps["offsets"], r)
+            f = np.asarray(maps["forces"][idx], dtype=np.float64)  # (M, F, 3)
+            has = np.asarray(maps["has_forces"][r])
+            ok = np.repeat(has, np.diff(ptr), axis=0)[:, :, None] & np.isfinite(f)
             sq += np.where(ok, f * f, 0.0).sum(axis=(0, 2))
             count += ok.sum(axis=(0, 2))
+            del maps
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(count > 0, np.sqrt(sq / np.maximum(count, 1)), np.nan)
+
+    def geometries(self, rows: Rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Atoms of ``rows`` in bulk: (len(rows),) int64 atom counts, (ΣN,) int64 atomic
+        numbers and (ΣN, 3) float64 positions in Å, concatenated in the order of
+        ``rows`` (read through transient maps: no pages stay resident)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        rows = np.where(rows < 0, rows + len(self), rows)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"rows out of range for a dataset of {len(self)} structures")
+        maps = self._transient()
+        idx, ptr = atom_index(maps["offsets"], rows)
+        order = np.argsort(idx, kind="stable")  # ascending reads, results in given order
+        z = np.empty(len(idx), dtype=np.int64)
+        pos = np.empty((len(idx), 3), dtype=np.float64)
+        z[order] = maps["z"][idx[order]]
+        pos[order] = maps["pos"][idx[order]]
+        del maps
+        return np.diff(ptr), z, pos
 
     def __repr__(self) -> str:
         datasets = "" if len(self.names) == 1 else f", datasets={self.names}"

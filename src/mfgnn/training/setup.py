@@ -20,7 +20,8 @@ from ..config import RunConfig
 from ..data import (MultiFidelityDataset, Split, fit_self_energies, make_dataset_split,
                     make_split)
 from ..data.distances import auto_sensitivity_range, coverage_warning, pair_distance_stats
-from ..data.packed import open_dataset
+from ..data.packed import PackedDataset, open_dataset
+from ..data.splits import sample_rows
 from ..nn.normalization import TargetScales, fit_target_scales
 from ..errors import ConfigError, DataError
 
@@ -109,7 +110,12 @@ def fit_model_self_energies(dataset: MultiFidelityDataset, split: Split,
 
 
 def setup_run(config: RunConfig, out_dir: Path | None = None) -> RunSetup:
-    """Load the data, check the labels, split, and fit self-energies."""
+    """Load the data, check the labels, split, and fit self-energies.
+
+    Memory does not grow with per-row Python objects: the split and the self-energy fit
+    work on index arrays and streamed per-composition sums, the pair-distance check and
+    the target scales read a bounded seeded sample of the training rows
+    (:data:`DISTANCE_ROWS`, :data:`SCALE_ROWS`), a pack's atoms are read in bulk."""
     dataset = open_dataset(config.resolved_data(), cutoff=config.model.cutoff)
     check_labels(config, dataset)
     split = build_split(config, len(dataset), out_dir, dataset.dataset_index, dataset.names)
@@ -145,12 +151,18 @@ def setup_run(config: RunConfig, out_dir: Path | None = None) -> RunSetup:
         notes.append("target scales (model.scale_targets): " + ", ".join(
             f"{f} μ {m:+.4f} eV/atom σ {sd:.4g} eV" for f, m, sd in
             zip(fidelities, scales.shift, scales.scale)))
+    if isinstance(dataset, PackedDataset):
+        dataset.close()  # a pack: unmap the pages the checks read (reopened on use)
     return RunSetup(config, dataset, split, tuple(fidelities), columns, self_energies,
                     scales, notes)
 
 
 #: The largest soft_min that ``soft_min: auto`` chooses (Å): the HIP-NN default.
 AUTO_SOFT_MIN_CEILING = 0.75
+#: Training rows scanned by :func:`check_distances` (a seeded sample when there are more).
+DISTANCE_ROWS = 50_000
+#: Training rows of the target-scale estimate (a seeded sample when there are more).
+SCALE_ROWS = 200_000
 
 
 def check_distances(config: RunConfig, dataset, split: Split, notes: list[str]) -> RunConfig:
@@ -159,11 +171,14 @@ def check_distances(config: RunConfig, dataset, split: Split, notes: list[str]) 
     from the data (:func:`~mfgnn.data.distances.auto_sensitivity_range`; soft_min at most
     :data:`AUTO_SOFT_MIN_CEILING`). Returns the configuration with numeric distances."""
     model = config.model
-    stats = pair_distance_stats(dataset, split.train, cutoff=model.cutoff)
+    rows = sample_rows(split.train, DISTANCE_ROWS, config.split.seed)
+    stats = pair_distance_stats(dataset, rows, cutoff=model.cutoff)
     q = stats.quantiles
+    sampled = (f" in a random sample of {len(rows)} of the {len(split.train)} training rows"
+               if len(rows) < len(split.train) else "")
     notes.append(f"training pair distances: min {stats.min_distance:.3f} Å, 0.1 % "
                  f"{q.get(0.001, float('nan')):.3f} Å, 1 % {q.get(0.01, float('nan')):.3f} Å, "
-                 f"median {q.get(0.5, float('nan')):.3f} Å ({stats.n_pairs} pairs)")
+                 f"median {q.get(0.5, float('nan')):.3f} Å ({stats.n_pairs} pairs{sampled})")
     if model.auto_range:
         lo, hi = auto_sensitivity_range(stats, model.cutoff)
         # soft_min: auto only ever lowers the HIP-NN default: raising it to just below the
@@ -174,6 +189,8 @@ def check_distances(config: RunConfig, dataset, split: Split, notes: list[str]) 
         model = dataclasses.replace(model, soft_min=lo, soft_max=hi)
         config = dataclasses.replace(config, model=model)
     message = coverage_warning(stats, model.soft_min)
+    if message and sampled:
+        message += f" (counted{sampled})"
     if message:
         warnings.warn(message, UserWarning, stacklevel=3)
         notes.append(message)
@@ -189,8 +206,9 @@ def fit_model_target_scales(config: RunConfig, dataset, split: Split, fidelities
     a geometric mean); without trained forces σ = 1 eV (the per-atom energy spread, the
     other candidate, is 30× smaller than the force scale on H2CO). One σ for all levels keeps
     the heads' modes meaningful (delta: E_t = E_{t−1} + ΔE_t in the same units) and the
-    levels' errors comparable."""
-    rows = np.asarray(split.train)
+    levels' errors comparable. More than :data:`SCALE_ROWS` training rows: μ and σ are
+    estimated on a seeded random sample of that many."""
+    rows = sample_rows(split.train, SCALE_ROWS, config.split.seed)
     cols = [dataset.fidelities.index(f) for f in fidelities]
     energies = dataset.energies[np.ix_(rows, cols)].copy()
     for t, name in enumerate(fidelities):
