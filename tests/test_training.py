@@ -123,3 +123,42 @@ def test_checkpoint_write_failure_keeps_previous(spec, tmp_path, monkeypatch):
         trainer.folder.save_checkpoint(trainer.state_dict(), trainer.epoch)
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_step_budget_with_short_epochs_resumes_exactly(spec, tmp_path):
+    """max_steps caps the optimiser steps (the last epoch is cut short) and the cosine
+    schedule ends there; epochs of steps_per_epoch batches walk through successive
+    shuffled passes, and a run resumed after 2 such epochs repeats the uninterrupted one."""
+    def config(scheduler, **train):
+        return _config(spec, epochs=50, max_steps=11, steps_per_epoch=4, valid_sample=10,
+                       scheduler=scheduler, patience=None, **train)
+
+    cosine = build_trainer(setup_run(config("cosine")), tmp_path / "cosine", log=None)
+    cosine.fit()
+    assert cosine.step == 11 and cosine.epoch == 3  # 4 + 4 + 3 steps
+    assert cosine.optimizer.param_groups[0]["lr"] == pytest.approx(cosine.settings.min_lr)
+    assert len(cosine.data.valid) == 10 and len(cosine.data.train) == 96
+    # the schedule is budget-independent here, so stopping after 2 epochs is an interruption
+    full = build_trainer(setup_run(config("plateau")), tmp_path / "full", log=None)
+    full.fit()
+    part = build_trainer(setup_run(config("plateau", max_epochs=2)), tmp_path / "part",
+                         log=None)
+    part.fit()
+    resumed = build_trainer(setup_run(config("plateau"), tmp_path / "part"), tmp_path / "part",
+                            resume=True, log=None)
+    assert (resumed.epoch, resumed.step) == (2, 8)
+    resumed.fit()
+    a = [row["valid_loss"] for row in full.history]
+    b = [row["valid_loss"] for row in resumed.history]
+    assert len(a) == 3 and a == pytest.approx(b, rel=1e-9, abs=0)
+
+
+def test_worker_processes_give_the_same_run(spec, tmp_path):
+    """Training batches made ahead by a worker process are the batches made in-process."""
+    runs = []
+    for workers in (0, 1):
+        trainer = build_trainer(setup_run(_config(spec, epochs=2, num_workers=workers)),
+                                tmp_path / f"w{workers}", log=None)
+        trainer.fit()
+        runs.append([row["train_loss"] for row in trainer.history])
+    assert runs[0] == pytest.approx(runs[1], rel=1e-12, abs=0)

@@ -74,17 +74,21 @@ def build_scheduler(optimizer: torch.optim.Optimizer, settings: TrainConfig):
                           shape=settings.scheduler)
 
 
-def build_data(setup: RunSetup, dist: Distributed = SINGLE) -> TrainingData:
+def build_data(setup: RunSetup, dist: Distributed = SINGLE,
+               device: torch.device | str | None = None) -> TrainingData:
     """Training (shuffled), validation and test batches of the run's split (this
     process's shares of them in a distributed run); validation on a fixed sample of
-    ``train.valid_sample`` rows when set."""
+    ``train.valid_sample`` rows when set. On a CUDA ``device`` the in-memory batch
+    stores are kept there when they fit; training batches are made by
+    ``train.num_workers`` processes when > 0."""
     s = setup.config.train
 
     def source(rows, shuffle):
         return BatchSource(setup.dataset, rows, setup.columns,
                            s.batch_size if shuffle else s.eval_batch_size, shuffle=shuffle,
                            seed=s.seed, cache_limit=s.cache_structures,
-                           steps_per_epoch=s.steps_per_epoch if shuffle else None, dist=dist)
+                           steps_per_epoch=s.steps_per_epoch if shuffle else None, dist=dist,
+                           num_workers=s.num_workers if shuffle else 0, device=device)
 
     return TrainingData(source(setup.split.train, True),
                         source(validation_rows(setup.split.valid, s.valid_sample, s.seed), False),
@@ -142,7 +146,7 @@ def build_trainer(setup: RunSetup, out_dir: str | Path, resume: bool = False,
                  f"{settings.batch_size} ({settings.batch_size / dist.world_size:.4g} each)")
     trainer = Trainer(
         model, loss,
-        optimizer, build_scheduler(optimizer, settings), build_data(setup, dist), folder,
+        optimizer, build_scheduler(optimizer, settings), build_data(setup, dist, device), folder,
         settings,
         ema=ExponentialMovingAverage(model, settings.ema_decay) if settings.ema_decay > 0 else None,
         callbacks=[EpochProgress(setup.fidelities, log)], write_model=model_writer(setup),

@@ -40,7 +40,9 @@ class TrainConfig:
     is the global batch: a run under ``torchrun`` with N processes gives each
     ``batch_size / N`` structures of every batch, and the result does not depend on N
     (:mod:`mfgnn.training.distributed`). ``progress_every`` seconds (0: never) between
-    progress lines within an epoch (steps/s, structures/s, ETA).
+    progress lines within an epoch (steps/s, structures/s, ETA). ``num_workers``
+    processes make training batches ahead (from a pack's memory maps, for instance);
+    0 makes them in the training process, which is fastest for small molecules.
     """
 
     max_epochs: int = 500
@@ -66,12 +68,13 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     valid_sample: int | None = None
     progress_every: float = 60.0
+    num_workers: int = 0
 
     def __post_init__(self) -> None:
         w = "train."
         for name in ("max_epochs", "batch_size", "eval_batch_size", "max_bad_steps"):
             check_number(getattr(self, name), w + name, minimum=1, integer=True)
-        for name in ("scheduler_patience", "seed", "cache_structures"):
+        for name in ("scheduler_patience", "seed", "cache_structures", "num_workers"):
             check_number(getattr(self, name), w + name, minimum=0, integer=True)
         check_number(self.patience, w + "patience", minimum=1, integer=True, optional=True)
         for name in ("max_steps", "steps_per_epoch", "valid_sample"):
