@@ -116,3 +116,25 @@ def test_bulk_paths_of_a_pack_equal_the_row_by_row_ones(synthetic, tmp_path, mon
         assert chunked.residual_rmse[f] == pytest.approx(whole.residual_rmse[f], rel=1e-9)
         assert chunked.n_rows[f] == whole.n_rows[f] and chunked.rank[f] == whole.rank[f]
     np.testing.assert_allclose(packed.force_rms(rows), ds.force_rms(rows), rtol=1e-6)
+
+
+def test_split_files_round_trip_through_the_large_file_reader(tmp_path, monkeypatch):
+    import json
+
+    from mfgnn.data import splits
+    from mfgnn.data.splits import Split, make_split
+
+    split = make_split(200_000, 0.9, 0.05, seed=3)
+    path = split.save(tmp_path / "split.json")
+    as_json = json.loads(path.read_text())
+    assert as_json["n"] == 200_000 and as_json["train"][:5] == split.train[:5].tolist()
+    assert path.stat().st_size > splits.LARGE_SPLIT_BYTES  # read by numpy
+    back = Split.load(path)
+    for name in ("train", "valid", "test"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(split, name))
+    assert back.n == 200_000 and back.seed == 3
+    monkeypatch.setattr(splits, "LARGE_SPLIT_BYTES", 0)
+    empty = Split(np.array([4, 1]), np.array([], dtype=np.int64), np.array([7]), n=None)
+    back = Split.load(empty.save(tmp_path / "small.json"))
+    assert back.train.tolist() == [4, 1]
+    assert back.valid.size == 0 and back.test.tolist() == [7] and back.n is None
