@@ -126,7 +126,8 @@ def _bmm(x: Tensor, y: Tensor) -> Tensor:
 
 
 def _plan(geom: PairGeometry, per_atom: int, device: torch.device) -> list[_Block]:
-    return [_Block(geom, *blk) for blk in _blocks(geom, per_atom, device)]
+    return geom.cached(("blocks", per_atom, CPU_BLOCK_ELEMENTS),
+                       lambda: [_Block(geom, *blk) for blk in _blocks(geom, per_atom, device)])
 
 
 def _env(blk: _Block, terms: list[tuple[Tensor, Tensor]]) -> Tensor:
@@ -168,30 +169,38 @@ class _InteractionSum(torch.autograd.Function):
         needs = tuple(_will_need(ctx, k) for k in range(3))
         if not any(needs):
             return None, None, None, None
-        gs, gz, gw = _InteractionSumGrad.apply(grad, s, z, weight, ctx.geom, needs)
+        if torch.is_grad_enabled():
+            gs, gz, gw = _InteractionSumGrad.apply(grad, s, z, weight, ctx.geom, needs)
+        else:
+            gs, gz, gw, _ = _first_derivatives(grad, s, z, weight, ctx.geom, needs)
         return gs, gz, gw, None
 
 
-def _first_derivatives(a, s, z, weight, geom, needs, extra=None):
-    """(∂L/∂s, ∂L/∂z, ∂L/∂V) for A = ∂L/∂I (only those in ``needs``); ``extra`` = (A2, V2)
-    adds A2 V2^T to E in the s and z terms (used by the double backward)."""
+def _first_derivatives(a, s, z, weight, geom, needs, keep_e: bool = False):
+    """(∂L/∂s, ∂L/∂z, ∂L/∂V) for A = ∂L/∂I (only those in ``needs``), and E = A V^T
+    (N, ν·b) when ``keep_e`` (the double backward reuses it), else None."""
     need_s, need_z, need_w = needs
     gs = torch.empty_like(s) if need_s else None
     gz = torch.zeros_like(z) if need_z else None
     gw = torch.zeros_like(weight) if need_w else None
     nu, b = s.shape[-1], z.shape[-1]
+    e_all = a.new_empty(a.shape[0], weight.shape[0]) if keep_e and (need_s or need_z) else None
     for blk in _plan(geom, weight.shape[0], z.device):
         ab = a[blk.a0:blk.a1]
         zg = blk.gather(z) if (need_s or need_w) else None
         if need_w:
             gw.addmm_(_env(blk, [(s, zg)]).t(), ab)
         if need_s or need_z:
-            e = blk.rows(_mm(ab, weight.t(), "e").view(-1, nu, b))
+            if e_all is not None:
+                e = torch.mm(ab, weight.t(), out=e_all[blk.a0:blk.a1])
+            else:
+                e = _mm(ab, weight.t(), "e")
+            e = blk.rows(e.view(-1, nu, b))
             if need_s:
                 torch.bmm(zg, e.transpose(1, 2), out=gs[blk.r0:blk.r1])
             if need_z:
                 blk.scatter(gz, _bmm(s[blk.r0:blk.r1], e))
-    return gs, gz, gw
+    return gs, gz, gw, e_all
 
 
 class _InteractionSumGrad(torch.autograd.Function):
@@ -199,14 +208,15 @@ class _InteractionSumGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, s, z, weight, geom, needs):
-        ctx.save_for_backward(a, s, z, weight)
+        gs, gz, gw, e_all = _first_derivatives(a, s, z, weight, geom, needs, keep_e=True)
+        ctx.save_for_backward(a, s, z, weight, e_all)
         ctx.geom, ctx.needs = geom, needs
         ctx.set_materialize_grads(False)
-        return _first_derivatives(a, s, z, weight, geom, needs)
+        return gs, gz, gw
 
     @staticmethod
     def backward(ctx, t_s, t_z, t_w):
-        a, s, z, weight = ctx.saved_tensors
+        a, s, z, weight, e_all = ctx.saved_tensors
         if torch.is_grad_enabled():
             return _generic_double_backward(ctx, (a, s, z, weight), (t_s, t_z, t_w))
         geom = ctx.geom
@@ -232,7 +242,9 @@ class _InteractionSumGrad(torch.autograd.Function):
                 ga[blk.a0:blk.a1].addmm_(_env(blk, [(s, zg)]), t_w)
             # E = A V^T pairs with T_z (∂/∂s) and T_s (∂/∂z); Ẽ = A T_V^T with z and s
             if need_s or need_z:
-                e = _mm(ab, weight.t(), "e").view(-1, nu, b) if (t_s is not None or t_z is not None) else None
+                e = None
+                if t_s is not None or t_z is not None:
+                    e = (e_all[blk.a0:blk.a1] if e_all is not None else _mm(ab, weight.t(), "e")).view(-1, nu, b)
                 et = _mm(ab, t_w.t(), "et").view(-1, nu, b) if t_w is not None else None
                 e, et = (blk.rows(x) if x is not None else None for x in (e, et))
                 if need_s:

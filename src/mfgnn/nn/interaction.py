@@ -20,13 +20,14 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as fn
 from torch import Tensor, nn
 
-from mfgnn.nn.atom import AtomLayer, make_activation
+from mfgnn.nn.atom import AtomLayer, ShiftedSoftplus, make_activation, shifted_softplus
 from mfgnn.nn.config import DEFAULT_ACTIVATION
 from mfgnn.nn.env_sum import interaction_sum
 from mfgnn.nn.pairs import PairGeometry
-from mfgnn.nn.sensitivity import GaussianSensitivity
+from mfgnn.nn.sensitivity import GaussianSensitivity, envelope
 from mfgnn.nn.tensor_sensitivity import TensorSensitivity
 
 
@@ -96,10 +97,12 @@ class InteractionLayer(nn.Module):
 
     def pre_activation(self, z: Tensor, geom: PairGeometry) -> Tensor:
         """I_{i,a} + Σ_b W_ab z_{i,b} + B_a (+ I^TS_{i,a}), shape (N, a)."""
-        sense = self.sensitivity(geom.r)  # (R, W, ν)
+        cutoff = self.sensitivity.cutoff.cutoff
+        sense = self.sensitivity(geom.r, geom.cached(("envelope", cutoff), lambda: envelope(geom.r, cutoff)))
         weight = self.int_weights.permute(0, 2, 1).reshape(-1, self.out_features)  # (νb, a)
         if self.fused:
-            out = self.self_interaction(z) + interaction_sum(sense, z, weight, geom)
+            self_term = fn.linear(z, self.self_interaction.weight, self.self_interaction.bias)
+            out = self_term + interaction_sum(sense, z, weight, geom)
         else:
             env = self.environment(z, sense, geom)
             out = torch.addmm(self.self_interaction(z), env.reshape(z.shape[0], -1), weight)
@@ -109,7 +112,8 @@ class InteractionLayer(nn.Module):
 
     def forward(self, z: Tensor, geom: PairGeometry) -> Tensor:
         """(N, in_features) → (N, out_features)."""
-        out = self.activation(self.pre_activation(z, geom))
+        out = self.pre_activation(z, geom)
+        out = shifted_softplus(out) if type(self.activation) is ShiftedSoftplus else self.activation(out)
         return z + out if self.residual else out
 
     def extra_repr(self) -> str:

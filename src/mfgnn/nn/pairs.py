@@ -18,8 +18,9 @@ Padded slots carry a dummy displacement of length 2 r_c: every s^ν vanishes the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -40,10 +41,12 @@ class PairGeometry:
         mask: (R, W) bool, True for real pairs.
         identity: True when row r is atom r (R == N); then :meth:`reduce` is a no-op.
         r: (R, W) distances r_ij in Å (padding: 2 r_c).
-        rhat: (R, W, 3) unit vectors r̂_ij = (r_j − r_i)/r_ij.
+        vec: (R, W, 3) displacements r_j − r_i in Å (padding: (2 r_c, 0, 0)).
         angular: (R, W, K) angular factors of the tensor sensitivities (K = 3 for ℓ = 1,
             8 for ℓ = 2: r̂ then the 5 orthonormal components of r̂r̂ᵀ − I/3), or None.
         source: the same pairs grouped by source atom j (tensor sensitivities), or None.
+        cache: values derived from this geometry once and shared by the layers (the
+            cutoff envelope, block plans).
     """
 
     n_atoms: int
@@ -52,9 +55,23 @@ class PairGeometry:
     mask: Tensor
     identity: bool
     r: Tensor
-    rhat: Tensor
+    vec: Tensor
     angular: Tensor | None
     source: "SourceLayout | None" = None
+    cache: dict = field(default_factory=dict, repr=False)
+
+    def cached(self, key, make):
+        """``make()`` once per geometry and ``key``; later calls return the same value."""
+        if key not in self.cache:
+            self.cache[key] = make()
+        return self.cache[key]
+
+    @property
+    def rhat(self) -> Tensor:
+        """(R, W, 3) unit vectors r̂_ij = (r_j − r_i)/r_ij (computed on first use)."""
+        if "rhat" not in self.cache:
+            self.cache["rhat"] = self.vec / self.r.unsqueeze(-1)
+        return self.cache["rhat"]
 
     @property
     def n_rows(self) -> int:
@@ -117,15 +134,15 @@ def choose_width(degree: Tensor) -> int:
     Minimises the padded slot count weighted by the lower efficiency of narrow batched
     matrix products (cost ∝ slots / W^0.75, measured on CPU).
     """
-    deg = degree.detach().to("cpu", torch.long)
-    d_max = int(deg.max()) if deg.numel() else 0
+    deg = np.asarray(degree.detach().cpu() if isinstance(degree, Tensor) else degree, dtype=np.int64)
+    d_max = int(deg.max()) if deg.size else 0
     if d_max <= _WIDTHS[0]:
         return max(d_max, 1)
-    best_w, best_cost = d_max, deg.numel() * d_max ** 0.25
+    best_w, best_cost = d_max, deg.size * d_max ** 0.25
     for w in _WIDTHS:
         if w >= d_max:
             break
-        slots = int(torch.clamp((deg + w - 1) // w, min=1).sum()) * w
+        slots = int(np.maximum((deg + w - 1) // w, 1).sum()) * w
         cost = slots / w**0.75
         if cost < best_cost:
             best_w, best_cost = w, cost
@@ -159,6 +176,41 @@ def _rows(key: Tensor, n: int, width: int) -> tuple[Tensor, Tensor]:
     return row_atom, slot
 
 
+def _same_position_error(pos: Tensor, i: int, j: int) -> ModelError:
+    return ModelError(f"atoms {i} and {j} are at the same position ({pos[i].tolist()} Å); "
+                      "forces would be infinite")
+
+
+def _layout_numpy(pos: Tensor, edge_index: Tensor, cutoff: float, width: int | None):
+    """The row layout on the CPU with numpy (a few µs per step instead of tens for torch ops
+    on small systems): sorted (i, j), W, row_atom, slot, src and mask, as numpy arrays."""
+    n = pos.shape[0]
+    x = pos.detach().numpy()
+    j, i = np.asarray(edge_index[0], dtype=np.int64), np.asarray(edge_index[1], dtype=np.int64)
+    dist = np.sqrt(np.square(x[j] - x[i]).sum(-1))
+    distinct = i != j
+    same = np.flatnonzero((dist < 1.0e-6) & distinct)
+    if same.size:
+        raise _same_position_error(pos, int(i[same[0]]), int(j[same[0]]))
+    keep = (dist < cutoff) & distinct
+    if not keep.all():
+        j, i = j[keep], i[keep]
+    order = np.argsort(i * n + j, kind="stable")
+    j, i = j[order], i[order]
+    degree = np.bincount(i, minlength=n)
+    w = choose_width(degree) if width is None else int(width)
+    rows_per_atom = np.maximum((degree + w - 1) // w, 1)
+    row_start = np.cumsum(rows_per_atom) - rows_per_atom
+    rank = np.arange(i.size) - (np.cumsum(degree) - degree)[i]
+    slot = (row_start[i] + rank // w) * w + rank % w
+    row_atom = np.repeat(np.arange(n), rows_per_atom)
+    src = np.repeat(row_atom, w)
+    src[slot] = j
+    mask = np.zeros(src.size, dtype=bool)
+    mask[slot] = True
+    return i, j, w, row_atom, slot, src, mask
+
+
 def build_pair_geometry(
     pos: Tensor, edge_index: Tensor, cutoff: float, tensor_order: int = 0, width: int | None = None
 ) -> PairGeometry:
@@ -176,38 +228,51 @@ def build_pair_geometry(
     n = pos.shape[0]
     device = pos.device
     with torch.no_grad():
-        j, i = edge_index[0].to(device, torch.long), edge_index[1].to(device, torch.long)
-        dist = (pos[j] - pos[i]).norm(dim=-1)
-        distinct = i != j
-        same = (dist < 1.0e-6) & distinct
-        if bool(same.any()):
-            k = int(same.nonzero()[0, 0])
-            raise ModelError(f"atoms {int(i[k])} and {int(j[k])} are at the same position "
-                             f"({pos[int(i[k])].tolist()} Å); forces would be infinite")
-        keep = (dist < cutoff) & distinct
-        if not bool(keep.all()):
-            j, i = j[keep], i[keep]
-        order = torch.argsort(i * n + j)
-        j, i = j[order], i[order]
-        w = choose_width(torch.bincount(i, minlength=n)) if width is None else int(width)
-        row_atom, slot = _rows(i, n, w)
+        if device.type == "cpu":
+            i, j, w, row_atom, slot, src, mask = (
+                torch.from_numpy(a) if isinstance(a, np.ndarray) else a
+                for a in _layout_numpy(pos, edge_index.cpu(), cutoff, width))
+        else:
+            i, j, w, row_atom, slot, src, mask = _layout_torch(pos, edge_index, cutoff, width)
         n_rows = row_atom.numel()
-        src = row_atom.repeat_interleave(w)
-        src[slot] = j
-        mask = torch.zeros(n_rows * w, dtype=torch.bool, device=device)
-        mask[slot] = True
         src, mask = src.view(n_rows, w), mask.view(n_rows, w)
         source = _source_layout(i, j, n, slot, n_rows * w) if tensor_order >= 1 else None
-    vec = pos.index_select(0, src.reshape(-1)).view(n_rows, w, 3) - pos.index_select(0, row_atom).unsqueeze(1)
+    identity = n_rows == n
+    here = pos.unsqueeze(1) if identity else pos.index_select(0, row_atom).unsqueeze(1)
+    vec = pos.index_select(0, src.reshape(-1)).view(n_rows, w, 3) - here
     pad = torch.zeros(3, dtype=pos.dtype, device=device)
     pad[0] = 2.0 * cutoff
     vec = torch.where(mask.unsqueeze(-1), vec, pad)
     r = vec.norm(dim=-1)
-    rhat = vec / r.unsqueeze(-1)
-    angular = None
+    geom = PairGeometry(n, row_atom, src, mask, identity, r, vec, None, source)
     if tensor_order >= 1:
-        angular = rhat if tensor_order == 1 else torch.cat((rhat, quadrupole_components(rhat)), -1)
-    return PairGeometry(n, row_atom, src, mask, n_rows == n, r, rhat, angular, source)
+        rhat = geom.rhat
+        geom.angular = rhat if tensor_order == 1 else torch.cat((rhat, quadrupole_components(rhat)), -1)
+    return geom
+
+
+def _layout_torch(pos: Tensor, edge_index: Tensor, cutoff: float, width: int | None):
+    """:func:`_layout_numpy` with torch operations on ``pos.device``."""
+    n, device = pos.shape[0], pos.device
+    j, i = edge_index[0].to(device, torch.long), edge_index[1].to(device, torch.long)
+    dist = (pos[j] - pos[i]).norm(dim=-1)
+    distinct = i != j
+    same = (dist < 1.0e-6) & distinct
+    if bool(same.any()):
+        k = int(same.nonzero()[0, 0])
+        raise _same_position_error(pos, int(i[k]), int(j[k]))
+    keep = (dist < cutoff) & distinct
+    if not bool(keep.all()):
+        j, i = j[keep], i[keep]
+    order = torch.argsort(i * n + j)
+    j, i = j[order], i[order]
+    w = choose_width(torch.bincount(i, minlength=n)) if width is None else int(width)
+    row_atom, slot = _rows(i, n, w)
+    src = row_atom.repeat_interleave(w)
+    src[slot] = j
+    mask = torch.zeros(row_atom.numel() * w, dtype=torch.bool, device=device)
+    mask[slot] = True
+    return i, j, w, row_atom, slot, src, mask
 
 
 def _source_layout(i: Tensor, j: Tensor, n: int, target_slot: Tensor, n_target_slots: int) -> "SourceLayout":

@@ -74,26 +74,57 @@ def reference_sensitivity(r: Tensor, mu: Tensor, sigma: Tensor, cutoff: float) -
     return gauss * phi.unsqueeze(-1)
 
 
+def envelope(r: Tensor, cutoff: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(φ, φ', φ'') of the flattened distances, without a graph (what the fused
+    derivatives use; compute once per geometry and pass to :func:`gaussian_sensitivity`)."""
+    with torch.no_grad():
+        return cutoff_terms(r.detach().reshape(-1), cutoff, 2)
+
+
 class _Sensitivity(torch.autograd.Function):
     """s = s^ν(r; μ, σ); its backward is :class:`SensitivityGrad`."""
 
     @staticmethod
-    def forward(ctx, r: Tensor, mu: Tensor, sigma: Tensor, cutoff: float) -> Tensor:
+    def forward(ctx, r: Tensor, mu: Tensor, sigma: Tensor, cutoff: float, env) -> Tensor:
         flat = r.reshape(-1)
         d, g = gaussian_terms(flat.reciprocal(), mu, sigma)
-        (phi,) = cutoff_terms(flat, cutoff)
         ctx.save_for_backward(r, mu, sigma, d, g)
-        ctx.cutoff = cutoff
-        return (g * phi.unsqueeze(-1)).view(*r.shape, mu.shape[0])
+        ctx.cutoff, ctx.env = cutoff, env
+        return (g * env[0].unsqueeze(-1)).view(*r.shape, mu.shape[0])
 
     @staticmethod
     def backward(ctx, grad_s: Tensor):
         r, mu, sigma, d, g = ctx.saved_tensors
         need_r, need_mu, need_sigma = ctx.needs_input_grad[:3]
-        grad_r, grad_mu, grad_sigma = SensitivityGrad.apply(
-            grad_s.reshape(d.shape), r.reshape(-1), mu, sigma, d, g, ctx.cutoff, need_mu or need_sigma)
+        args = (grad_s.reshape(d.shape), r.reshape(-1), mu, sigma, d, g, ctx.cutoff, need_mu or need_sigma, ctx.env)
+        if torch.is_grad_enabled():
+            grad_r, grad_mu, grad_sigma = SensitivityGrad.apply(*args)
+        else:
+            grad_r, grad_mu, grad_sigma = _first_derivatives(*args)
         return (grad_r.view(r.shape) if need_r else None, grad_mu if need_mu else None,
-                grad_sigma if need_sigma else None, None)
+                grad_sigma if need_sigma else None, None, None)
+
+
+def _first_derivatives(grad_s, r, mu, sigma, d, g, cutoff, params, env):
+    """(y_r, y_μ, y_σ) of :class:`SensitivityGrad` (y_μ, y_σ None unless ``params``)."""
+    phi, dphi = env[0], env[1]
+    # one (P, ν) buffer, multiplied by d in place between the reductions
+    buf = torch.mul(grad_s, g, out=_scratch(grad_s))
+    total = buf.sum(-1)
+    buf.mul_(d)
+    grad_r = torch.addcmul(dphi * total, phi * r.reciprocal().square(), buf @ sigma)
+    grad_mu = grad_sigma = None
+    if params:
+        grad_mu = (phi @ buf).mul_(-sigma / mu.square())
+        grad_sigma = (phi @ buf.mul_(d)).div_(-sigma)
+    return grad_r, grad_mu, grad_sigma
+
+
+def _scratch(like: Tensor) -> Tensor:
+    """A reused scratch buffer shaped like ``like`` (fresh off the CPU)."""
+    from mfgnn.nn.env_sum import WORKSPACE
+
+    return WORKSPACE.get("sensitivity", tuple(like.shape), like)
 
 
 class SensitivityGrad(torch.autograd.Function):
@@ -110,22 +141,11 @@ class SensitivityGrad(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, grad_s, r, mu, sigma, d, g, cutoff: float, params: bool):
-        phi, dphi = cutoff_terms(r, cutoff, 1)
-        u = r.reciprocal()
-        # one (P, ν) buffer, multiplied by d in place between the reductions
-        buf = grad_s * g
-        total = buf.sum(-1)
-        buf.mul_(d)
-        grad_r = torch.addcmul(dphi * total, phi * u.square(), buf @ sigma)
-        grad_mu = grad_sigma = None
-        if params:
-            grad_mu = (phi @ buf).mul_(-sigma / mu.square())
-            grad_sigma = (phi @ buf.mul_(d)).div_(-sigma)
+    def forward(ctx, grad_s, r, mu, sigma, d, g, cutoff: float, params: bool, env):
         ctx.save_for_backward(grad_s, r, mu, sigma, d, g)
-        ctx.cutoff = cutoff
+        ctx.cutoff, ctx.env = cutoff, env
         ctx.set_materialize_grads(False)
-        return grad_r, grad_mu, grad_sigma
+        return _first_derivatives(grad_s, r, mu, sigma, d, g, cutoff, params, env)
 
     @staticmethod
     def backward(ctx, w, w_mu, w_sigma):
@@ -133,9 +153,9 @@ class SensitivityGrad(torch.autograd.Function):
         if w_mu is not None or w_sigma is not None or torch.is_grad_enabled():
             return _generic_double_backward(ctx, grad_s, r, mu, sigma, w, w_mu, w_sigma)
         if w is None:
-            return (None,) * 8
+            return (None,) * 9
         need_s, need_r, need_mu, need_sigma = ctx.needs_input_grad[:4]
-        phi, dphi, ddphi = cutoff_terms(r, ctx.cutoff, 2)
+        phi, dphi, ddphi = ctx.env
         u = r.reciprocal()
         u2 = u.square()
         w1, w2 = w * dphi, w * phi * u2  # (P,)
@@ -145,7 +165,7 @@ class SensitivityGrad(torch.autograd.Function):
         if need_r or need_mu or need_sigma:
             # reductions of G g d^k, k = 0..3, from one buffer multiplied by d in place
             sig2 = sigma.square()
-            buf = grad_s * g
+            buf = torch.mul(grad_s, g, out=_scratch(grad_s))
             sum0, sum0_s2, w2_0 = buf.sum(-1), buf @ sig2, w2 @ buf
             buf.mul_(d)
             sum1_s, w1_1, w2_1 = buf @ sigma, w1 @ buf, w2 @ buf
@@ -158,7 +178,7 @@ class SensitivityGrad(torch.autograd.Function):
                 out_mu = (sigma * (w2_0 - w2_2) - w1_1) * sigma / mu.square()
             if need_sigma:
                 out_sigma = 2.0 * w2_1 - w2 @ buf.mul_(d) - w1_2 / sigma
-        return out_s, out_r, out_mu, out_sigma, None, None, None, None
+        return out_s, out_r, out_mu, out_sigma, None, None, None, None, None
 
 
 def _generic_double_backward(ctx, grad_s, r, mu, sigma, w, w_mu, w_sigma):
@@ -175,19 +195,22 @@ def _generic_double_backward(ctx, grad_s, r, mu, sigma, w, w_mu, w_sigma):
                                     create_graph=create, allow_unused=True)
     out = [(torch.zeros_like(t) if o is None else o) if need else None
            for o, t, need in zip(grads, (grad_s, r, mu, sigma), needs)]
-    return (*out, None, None, None, None)
+    return (*out, None, None, None, None, None)
 
-def gaussian_sensitivity(r: Tensor, mu: Tensor, sigma: Tensor, cutoff: float) -> Tensor:
+def gaussian_sensitivity(r: Tensor, mu: Tensor, sigma: Tensor, cutoff: float,
+                         env: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
     """s^ν(r) for distances ``r`` (Å, any shape S), centres ``mu`` and widths ``sigma`` (Å, (ν,)).
 
     Returns shape (*S, ν). Differentiable to any order in r, μ and σ (first and second
-    derivatives from written-out formulas).
+    derivatives from written-out formulas). ``env``: :func:`envelope` of the same r and
+    cutoff, when already computed.
     """
     if not torch.is_grad_enabled() or not (r.requires_grad or mu.requires_grad or sigma.requires_grad):
         flat = r.reshape(-1)
         _, g = gaussian_terms(flat.reciprocal(), mu, sigma)
-        return g.mul_(cutoff_terms(flat, cutoff)[0].unsqueeze(-1)).view(*r.shape, mu.shape[0])
-    return _Sensitivity.apply(r, mu, sigma, float(cutoff))
+        phi = env[0] if env is not None else cutoff_terms(flat, cutoff)[0]
+        return g.mul_(phi.unsqueeze(-1)).view(*r.shape, mu.shape[0])
+    return _Sensitivity.apply(r, mu, sigma, float(cutoff), env if env is not None else envelope(r, cutoff))
 
 
 class CosineCutoff(nn.Module):
@@ -244,9 +267,10 @@ class GaussianSensitivity(nn.Module):
             self.mu.copy_(1.0 / inv_mu)
             self.sigma.fill_(2.0 / spacing)
 
-    def forward(self, r: Tensor) -> Tensor:
-        """Sensitivities of distances ``r`` (Å, any shape S); returns shape (*S, ν_max)."""
-        return gaussian_sensitivity(r, self.mu, self.sigma, self.cutoff.cutoff)
+    def forward(self, r: Tensor, env: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
+        """Sensitivities of distances ``r`` (Å, any shape S); returns shape (*S, ν_max).
+        ``env``: :func:`envelope` of ``r`` at this cutoff, when already computed."""
+        return gaussian_sensitivity(r, self.mu, self.sigma, self.cutoff.cutoff, env)
 
     def extra_repr(self) -> str:
         return f"n_sensitivities={self.n_sensitivities}, soft_min={self.soft_min}, soft_max={self.soft_max}"
