@@ -141,7 +141,7 @@ def _env(blk: _Block, terms: list[tuple[Tensor, Tensor]]) -> Tensor:
     return env.view(env.shape[0], -1)
 
 
-def _will_need(ctx, k: int) -> bool:
+def will_need(ctx, k: int) -> bool:
     """Whether the running backward pass needs the gradient of input k (autograd.grad
     with explicit inputs skips the others), else ``needs_input_grad``."""
     if not ctx.needs_input_grad[k]:
@@ -166,7 +166,7 @@ class _InteractionSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         s, z, weight = ctx.saved_tensors
-        needs = tuple(_will_need(ctx, k) for k in range(3))
+        needs = tuple(will_need(ctx, k) for k in range(3))
         if not any(needs):
             return None, None, None, None
         if torch.is_grad_enabled():
@@ -220,7 +220,7 @@ class _InteractionSumGrad(torch.autograd.Function):
         if torch.is_grad_enabled():
             return _generic_double_backward(ctx, (a, s, z, weight), (t_s, t_z, t_w))
         geom = ctx.geom
-        need_a, need_s, need_z, need_w = (_will_need(ctx, k) for k in range(4))
+        need_a, need_s, need_z, need_w = (will_need(ctx, k) for k in range(4))
         ga = torch.zeros_like(a) if need_a else None
         gs = torch.zeros_like(s) if need_s else None
         gz = torch.zeros_like(z) if need_z else None

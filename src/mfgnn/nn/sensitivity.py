@@ -34,6 +34,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from mfgnn.nn.env_sum import WORKSPACE, will_need
+
 #: The Gaussian's exponent is clamped at −TAIL_LOG2 (base 2): 2^−116 ≈ 1.2e-35, an exact power of 2.
 TAIL_LOG2 = 116.0
 #: log₂ e, turning exp(x) into exp2(x·log₂e) (exp2 is about 3x faster on CPUs).
@@ -74,11 +76,14 @@ def reference_sensitivity(r: Tensor, mu: Tensor, sigma: Tensor, cutoff: float) -
     return gauss * phi.unsqueeze(-1)
 
 
-def envelope(r: Tensor, cutoff: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(φ, φ', φ'') of the flattened distances, without a graph (what the fused
-    derivatives use; compute once per geometry and pass to :func:`gaussian_sensitivity`)."""
+def envelope(r: Tensor, cutoff: float) -> tuple[Tensor, ...]:
+    """(φ, φ', φ'', u = 1/r, φ u²) of the flattened distances, without a graph (what the
+    fused derivatives use; compute once per geometry and pass to :func:`gaussian_sensitivity`)."""
     with torch.no_grad():
-        return cutoff_terms(r.detach().reshape(-1), cutoff, 2)
+        flat = r.detach().reshape(-1)
+        phi, dphi, ddphi = cutoff_terms(flat, cutoff, 2)
+        u = flat.reciprocal()
+        return phi, dphi, ddphi, u, phi * u.square()
 
 
 class _Sensitivity(torch.autograd.Function):
@@ -87,7 +92,7 @@ class _Sensitivity(torch.autograd.Function):
     @staticmethod
     def forward(ctx, r: Tensor, mu: Tensor, sigma: Tensor, cutoff: float, env) -> Tensor:
         flat = r.reshape(-1)
-        d, g = gaussian_terms(flat.reciprocal(), mu, sigma)
+        d, g = gaussian_terms(env[3], mu, sigma)
         ctx.save_for_backward(r, mu, sigma, d, g)
         ctx.cutoff, ctx.env = cutoff, env
         return (g * env[0].unsqueeze(-1)).view(*r.shape, mu.shape[0])
@@ -95,7 +100,7 @@ class _Sensitivity(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_s: Tensor):
         r, mu, sigma, d, g = ctx.saved_tensors
-        need_r, need_mu, need_sigma = ctx.needs_input_grad[:3]
+        need_r, need_mu, need_sigma = (will_need(ctx, k) for k in range(3))
         args = (grad_s.reshape(d.shape), r.reshape(-1), mu, sigma, d, g, ctx.cutoff, need_mu or need_sigma, ctx.env)
         if torch.is_grad_enabled():
             grad_r, grad_mu, grad_sigma = SensitivityGrad.apply(*args)
@@ -107,12 +112,12 @@ class _Sensitivity(torch.autograd.Function):
 
 def _first_derivatives(grad_s, r, mu, sigma, d, g, cutoff, params, env):
     """(y_r, y_μ, y_σ) of :class:`SensitivityGrad` (y_μ, y_σ None unless ``params``)."""
-    phi, dphi = env[0], env[1]
+    phi, dphi, phi_u2 = env[0], env[1], env[4]
     # one (P, ν) buffer, multiplied by d in place between the reductions
     buf = torch.mul(grad_s, g, out=_scratch(grad_s))
     total = buf.sum(-1)
     buf.mul_(d)
-    grad_r = torch.addcmul(dphi * total, phi * r.reciprocal().square(), buf @ sigma)
+    grad_r = torch.addcmul(dphi * total, phi_u2, buf @ sigma)
     grad_mu = grad_sigma = None
     if params:
         grad_mu = (phi @ buf).mul_(-sigma / mu.square())
@@ -122,8 +127,6 @@ def _first_derivatives(grad_s, r, mu, sigma, d, g, cutoff, params, env):
 
 def _scratch(like: Tensor) -> Tensor:
     """A reused scratch buffer shaped like ``like`` (fresh off the CPU)."""
-    from mfgnn.nn.env_sum import WORKSPACE
-
     return WORKSPACE.get("sensitivity", tuple(like.shape), like)
 
 
@@ -155,8 +158,7 @@ class SensitivityGrad(torch.autograd.Function):
         if w is None:
             return (None,) * 9
         need_s, need_r, need_mu, need_sigma = ctx.needs_input_grad[:4]
-        phi, dphi, ddphi = ctx.env
-        u = r.reciprocal()
+        phi, dphi, ddphi, u, _ = ctx.env
         u2 = u.square()
         w1, w2 = w * dphi, w * phi * u2  # (P,)
         out_s = out_r = out_mu = out_sigma = None
@@ -207,7 +209,7 @@ def gaussian_sensitivity(r: Tensor, mu: Tensor, sigma: Tensor, cutoff: float,
     """
     if not torch.is_grad_enabled() or not (r.requires_grad or mu.requires_grad or sigma.requires_grad):
         flat = r.reshape(-1)
-        _, g = gaussian_terms(flat.reciprocal(), mu, sigma)
+        _, g = gaussian_terms(env[3] if env is not None else flat.reciprocal(), mu, sigma)
         phi = env[0] if env is not None else cutoff_terms(flat, cutoff)[0]
         return g.mul_(phi.unsqueeze(-1)).view(*r.shape, mu.shape[0])
     return _Sensitivity.apply(r, mu, sigma, float(cutoff), env if env is not None else envelope(r, cutoff))
