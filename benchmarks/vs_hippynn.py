@@ -18,7 +18,8 @@ size; (5) memory per atom: the bytes autograd keeps for the backward of a traini
 (torch.autograd.graph.saved_tensors_hooks, unique storages, parameters excluded; mfgnn's
 per-thread scratch buffers of a few MiB are not in it) and the growth of the peak
 resident set (VmHWM, reset through /proc/self/clear_refs) over a training step in a fresh
-subprocess per code; on the GPU torch.cuda.max_memory_allocated.
+subprocess per code, from a baseline after glibc's malloc_trim; on the GPU
+torch.cuda.max_memory_allocated.
 
 Timing: on the CPU the process CPU time per call (one thread: about the uncontended wall
 time on a shared machine), on the GPU the wall time; medians over all rounds. What each
@@ -261,11 +262,19 @@ def _status_kb(field: str) -> float:
 
 
 def rss_case(code: str, features: int, batch: int, args) -> dict:
-    """Peak resident-set growth (bytes/atom) over two training steps after two warm-up steps."""
+    """Peak resident-set growth (bytes/atom) over two training steps after two warm-up
+    steps, from a baseline with the allocator's free memory handed back (glibc
+    malloc_trim), so that memory one code keeps cached between steps is not hidden in it."""
+    import ctypes
+
     mf, hip, _ = aspirin_arrays(batch, 1, "cpu")
     step = (_common.training_step(mfgnn_model(features, "cpu"), mf) if code == "mfgnn"
             else hippynn_step(Hippynn(features, "cpu"), hip))
     step(), step()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     with open("/proc/self/clear_refs", "w") as fh:
         fh.write("5")  # reset VmHWM to the current RSS
     base = _status_kb("VmRSS")

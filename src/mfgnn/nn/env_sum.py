@@ -13,9 +13,10 @@ Why fused: the environment env (atoms × ν × b) and the gathered neighbour fea
 (pairs × b) are each about 20 times the size of z. Taped op by op (the plain formulation,
 :meth:`~mfgnn.nn.interaction.InteractionLayer.environment` followed by a matrix product),
 force training keeps several of them alive between the forward pass and the double
-backward. Here only s, z and V are kept, and on the CPU every pass runs over blocks of
-atoms whose temporaries stay in cache and are reused instead of being allocated afresh
-(a fresh page of memory costs about as much as the arithmetic done on it).
+backward. Here only s, z, V and E = A V^T (below, one atoms × ν·b tensor, from the first
+backward for the second) are kept, and on the CPU every pass runs over blocks of atoms
+whose temporaries stay in cache and are reused instead of being allocated afresh (a fresh
+page of memory costs about as much as the arithmetic done on it).
 
 Derivatives (E = A V^T reshaped to atoms × ν × b, A = ∂L/∂I):
 
@@ -42,6 +43,8 @@ from mfgnn.nn.pairs import PairGeometry
 
 #: Floats per block temporary (atoms × ν × b) on the CPU: 2^18 (1 MiB in float32).
 CPU_BLOCK_ELEMENTS = 1 << 18
+#: Largest scratch buffer kept for reuse (elements); larger requests get a fresh tensor.
+WORKSPACE_MAX_ELEMENTS = 1 << 22
 
 
 class _Workspace(threading.local):
@@ -53,9 +56,9 @@ class _Workspace(threading.local):
         self.buffers: dict = {}
 
     def get(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
-        if like.device.type != "cpu":
-            return like.new_empty(shape)
         n, key = math.prod(shape), (name, like.dtype)
+        if like.device.type != "cpu" or n > WORKSPACE_MAX_ELEMENTS:
+            return like.new_empty(shape)
         buf = self.buffers.get(key)
         if buf is None or buf.numel() < n:
             buf = self.buffers[key] = like.new_empty(max(n, 1))
@@ -154,6 +157,8 @@ def will_need(ctx, k: int) -> bool:
 
 
 class _InteractionSum(torch.autograd.Function):
+    """(s, z, V) ↦ I, block by block; keeps s, z and V for the backward."""
+
     @staticmethod
     def forward(ctx, s: Tensor, z: Tensor, weight: Tensor, geom: PairGeometry) -> Tensor:
         out = z.new_empty(geom.n_atoms, weight.shape[1])
@@ -210,7 +215,7 @@ class _InteractionSumGrad(torch.autograd.Function):
     def forward(ctx, a, s, z, weight, geom, needs):
         gs, gz, gw, e_all = _first_derivatives(a, s, z, weight, geom, needs, keep_e=True)
         ctx.save_for_backward(a, s, z, weight, e_all)
-        ctx.geom, ctx.needs = geom, needs
+        ctx.geom = geom
         ctx.set_materialize_grads(False)
         return gs, gz, gw
 
