@@ -121,19 +121,19 @@ def test_bulk_paths_of_a_pack_equal_the_row_by_row_ones(synthetic, tmp_path, mon
 def test_split_files_round_trip_through_the_large_file_reader(tmp_path, monkeypatch):
     import json
 
-    from mfgnn.data import splits
+    from mfgnn.data import split_file
     from mfgnn.data.splits import Split, make_split
 
     split = make_split(200_000, 0.9, 0.05, seed=3)
     path = split.save(tmp_path / "split.json")
     as_json = json.loads(path.read_text())
     assert as_json["n"] == 200_000 and as_json["train"][:5] == split.train[:5].tolist()
-    assert path.stat().st_size > splits.LARGE_SPLIT_BYTES  # read by numpy
+    assert path.stat().st_size > split_file.LARGE_SPLIT_BYTES  # read by numpy
     back = Split.load(path)
     for name in ("train", "valid", "test"):
         np.testing.assert_array_equal(getattr(back, name), getattr(split, name))
     assert back.n == 200_000 and back.seed == 3
-    monkeypatch.setattr(splits, "LARGE_SPLIT_BYTES", 0)
+    monkeypatch.setattr(split_file, "LARGE_SPLIT_BYTES", 0)
     empty = Split(np.array([4, 1]), np.array([], dtype=np.int64), np.array([7]), n=None)
     back = Split.load(empty.save(tmp_path / "small.json"))
     assert back.train.tolist() == [4, 1]

@@ -83,6 +83,9 @@ class MappedStructureStore:
         equal to PyG's collation of their selected ``Data`` items, on :attr:`device`."""
         p = positions_array(positions, len(self))
         data = read_pack(self._maps(), self.rows[p], bool(self.select.needs_forces))
+        # short-lived maps: the pages a batch touched leave this process's resident set
+        # (they stay in the page cache), so RSS does not grow with the pages read
+        self.close()
         n_atoms = np.diff(data["ptr"])
         dev = self.device
         fields = {

@@ -15,7 +15,6 @@ dataset. The saved JSON holds row indices either way.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,6 @@ import numpy as np
 
 from ..config_checks import check_choice, check_number, closest
 from ..errors import ConfigError, DataError
-from ..fileio import write_atomic
 
 _NAMES = ("train", "valid", "test")
 #: Values of ``split.stratify``.
@@ -140,30 +138,20 @@ class Split:
                 **{name: getattr(self, name).tolist() for name in _NAMES}}
 
     def save(self, path: str | Path) -> Path:
-        """Write JSON atomically: ``{"n": …, "seed": …, "train": [...], "valid": [...],
-        "test": [...]}``, each index list on one line, written :data:`WRITE_ROWS` indices
-        at a time (no Python object per row)."""
-        def write(fh) -> None:
-            fh.write(f'{{\n  "n": {json.dumps(self.n)},\n  "seed": {json.dumps(self.seed)}'
-                     .encode())
-            for name in _NAMES:
-                rows = getattr(self, name)
-                fh.write(f',\n  "{name}": ['.encode())
-                for s in range(0, len(rows), WRITE_ROWS):
-                    text = ", ".join(map(str, rows[s:s + WRITE_ROWS].tolist()))
-                    fh.write(((", " if s else "") + text).encode())
-                fh.write(b"]")
-            fh.write(b"\n}\n")
+        """Write JSON atomically (:func:`mfgnn.data.split_file.write_split`)."""
+        from .split_file import write_split
 
-        return write_atomic(path, write)
+        return write_split(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> Split:
         """Read a split written by :meth:`save` (large files without a Python object per
-        index, see :func:`_read_large`)."""
+        index, see :func:`mfgnn.data.split_file.read_large`)."""
+        from .split_file import LARGE_SPLIT_BYTES, read_large
+
         path = Path(path)
         try:
-            if path.stat().st_size > LARGE_SPLIT_BYTES and (fast := _read_large(path)):
+            if path.stat().st_size > LARGE_SPLIT_BYTES and (fast := read_large(path)):
                 return cls(*(fast[k] for k in _NAMES), n=fast["n"], seed=fast["seed"])
         except FileNotFoundError:
             raise DataError(f"split file not found: {path}") from None
@@ -180,35 +168,6 @@ class Split:
                        n=d.get("n"), seed=d.get("seed"))
         except (TypeError, ValueError) as exc:
             raise DataError(f"{path}: split indices must be integer lists ({exc})") from None
-
-
-#: Indices formatted at once by :meth:`Split.save`.
-WRITE_ROWS = 65536
-#: Split files larger than this (bytes) are parsed by :func:`_read_large`.
-LARGE_SPLIT_BYTES = 1 << 20
-_LIST = re.compile(r'"(train|valid|test)"\s*:\s*\[([0-9,\s]*)\]')
-_SCALAR = re.compile(r'"(n|seed)"\s*:\s*(null|[0-9]+)')
-
-
-def _read_large(path: Path) -> dict | None:
-    """The fields of a split file in the layout :meth:`Split.save` writes, index lists
-    parsed by numpy (no Python int per index); None when the file does not have exactly
-    that layout (the caller then reads it as general JSON)."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    lists = {m.group(1): m.span(2) for m in _LIST.finditer(text)}
-    scalars = {m.group(1): m.group(2) for m in _SCALAR.finditer(text)}
-    if sorted(lists) != sorted(_NAMES) or len(scalars) != 2:
-        return None
-    out: dict = {k: None if v == "null" else int(v) for k, v in scalars.items()}
-    for name, (a, b) in lists.items():
-        body = text[a:b]
-        expected = body.count(",") + 1 if body.strip() else 0
-        values = (np.array(body.replace(",", " ").split(), dtype=np.int64) if expected < 2
-                  else np.fromstring(body, dtype=np.int64, sep=","))
-        if len(values) != expected:
-            return None
-        out[name] = values
-    return out
 
 
 def sample_rows(rows, limit: int, seed: int = 0) -> np.ndarray:

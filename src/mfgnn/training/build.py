@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..config import RunConfig, load_config
+from ..data.splits import sample_rows
 from ..errors import CheckpointError, ConfigError
 from ..loss import MultiFidelityLoss
 from ..model_file import save_model
@@ -91,17 +91,9 @@ def build_data(setup: RunSetup, dist: Distributed = SINGLE,
                            num_workers=s.num_workers if shuffle else 0, device=device)
 
     return TrainingData(source(setup.split.train, True),
-                        source(validation_rows(setup.split.valid, s.valid_sample, s.seed), False),
+                        source(setup.split.valid if s.valid_sample is None else
+                               sample_rows(setup.split.valid, s.valid_sample, s.seed), False),
                         source(setup.split.test, False))
-
-
-def validation_rows(rows, sample: int | None, seed: int) -> np.ndarray:
-    """``rows``, or a fixed sample of ``sample`` of them (drawn from ``seed``, sorted)."""
-    rows = np.asarray(rows, dtype=np.int64)
-    if sample is None or sample >= len(rows):
-        return rows
-    pick = np.random.default_rng([seed, 7919]).choice(len(rows), size=sample, replace=False)
-    return rows[np.sort(pick)]
 
 
 def model_writer(setup: RunSetup):
