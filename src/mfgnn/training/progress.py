@@ -35,6 +35,10 @@ class EpochProgress:
         elapsed = trainer.elapsed()
         done = max(trainer.epoch - trainer.first_epoch, 1)
         remaining = (s.max_epochs - trainer.epoch) * trainer.session_seconds() / done
+        if s.max_steps is not None:
+            steps = max(trainer.step - trainer.first_step, 1)
+            remaining = min(remaining, max(s.max_steps - trainer.step, 0)
+                            * trainer.session_seconds() / steps)
         if s.max_time is not None:
             remaining = min(remaining, max(s.max_time - elapsed, 0.0))
         parts = [f"epoch {trainer.epoch}/{s.max_epochs}",

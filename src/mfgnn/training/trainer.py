@@ -78,6 +78,7 @@ class Trainer:
         self.dist = dist
         self.epoch = 0
         self.step = 0  # optimiser steps taken (skipped ones included), over resumes
+        self.first_step = 0  # steps taken before this session (a resumed run's)
         self._clock = 0.0  # elapsed seconds all ranks agreed on at the last step
         self.first_epoch = 0
         self.best_valid = math.inf
@@ -235,7 +236,7 @@ class Trainer:
         if self.dist.is_main:
             self.folder.create()
         self._session_start = time.monotonic()
-        self.first_epoch = self.epoch
+        self.first_epoch, self.first_step = self.epoch, self.step
         while self.epoch < s.max_epochs and (s.patience is None or self.bad_epochs < s.patience):
             if self.out_of_budget():
                 break
