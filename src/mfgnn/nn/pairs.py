@@ -7,9 +7,11 @@ The environment sums of HIP-NN,
 are computed without a (pairs × sensitivities × features) tensor: the pairs of every
 target atom i are laid out in *rows* of a fixed width W (an atom with more than W
 neighbours gets several rows, empty slots are padding), so the sum over j is one batched
-matrix product per row, (ν × W) @ (W × b), followed by a sum of the rows of each atom.
-Every operation is a plain differentiable torch op, so force training (a double backward)
-needs no custom gradient code and runs on any device.
+matrix product per row, (ν × W) @ (W × b), followed by a sum of the rows of each atom
+(:mod:`mfgnn.nn.env_sum` runs this block by block with written-out derivatives; the
+plain :meth:`PairGeometry.gather` / :meth:`PairGeometry.reduce` formulation is its
+reference). The geometry itself (r_ij from the positions) is plain differentiable torch
+operations; on the CPU the index bookkeeping of the layout is done with numpy.
 
 Padded slots carry a dummy displacement of length 2 r_c: every s^ν vanishes there, and no
 0/0 appears in the derivatives.
