@@ -92,8 +92,11 @@ class Hippynn:
 
 
 def set_hippynn_kernels(name: str, device) -> str:
-    if torch.device(device).type == "cuda":
-        name = "triton" if name in ("auto", "pytorch") else name
+    """Activate hippynn's envsum kernels ``name`` (on a GPU: Triton when it is available)."""
+    if torch.device(device).type == "cuda" and name in ("auto", "pytorch"):
+        hippynn.custom_kernels.populate_custom_kernel_availability()
+        if "triton" in hippynn.custom_kernels.CUSTOM_KERNELS_AVAILABLE:
+            name = "triton"
     active = hippynn.custom_kernels.set_custom_kernels(name)
     hippynn.settings.WARN_LOW_DISTANCES = False
     if active == "pytorch":

@@ -183,3 +183,17 @@ def test_forces_only_pass_skips_weight_gradient_but_not_forces(molecules):
             layer.fused = True
     model(Data(z=z, pos=pos))["energy"].sum().backward()
     assert model.blocks[0].interaction.int_weights.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("width", [None, 4])
+def test_numpy_row_layout_equals_the_torch_one_used_off_the_cpu(width):
+    """build_pair_geometry lays out the rows with numpy on the CPU and with torch
+    elsewhere; both give the same rows, slots, neighbours and mask."""
+    from mfgnn.nn import pairs
+
+    pos, edges, _ = _geometry(40, 3, 4.0)
+    pos = pos * 1.7
+    on_cpu = pairs._layout_numpy(pos, edges, 3.0, width)
+    other = pairs._layout_torch(pos, edges, 3.0, width)
+    for a, b in zip(on_cpu, other):
+        assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
