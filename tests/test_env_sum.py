@@ -25,6 +25,12 @@ from mfgnn.nn.sensitivity import gaussian_sensitivity, reference_sensitivity
 pytestmark = pytest.mark.usefixtures("float64_single_thread")
 
 
+@pytest.fixture(autouse=True)
+def fused_even_when_small(monkeypatch):
+    """These systems are tiny: make interaction_sum take its fused path anyway."""
+    monkeypatch.setattr(env_sum, "SMALL_ENVIRONMENT", 0)
+
+
 def _geometry(n: int, seed: int, cutoff: float, width: int | None = None):
     g = torch.Generator().manual_seed(seed)
     pos = torch.rand(n, 3, generator=g) * 3.0
@@ -197,3 +203,14 @@ def test_numpy_row_layout_equals_the_torch_one_used_off_the_cpu(width):
     other = pairs._layout_torch(pos, edges, 3.0, width)
     for a, b in zip(on_cpu, other):
         assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+
+
+def test_small_systems_take_the_plain_formulation(monkeypatch):
+    """Below SMALL_ENVIRONMENT elements the taped formulation runs (no fused node)."""
+    monkeypatch.setattr(env_sum, "SMALL_ENVIRONMENT", 10**9)
+    geom = _geometry(9, 0, 2.5)[2]
+    s, z, w = _inputs(geom)
+    out = interaction_sum(s, z, w, geom)
+    assert "InteractionSum" not in type(out.grad_fn).__name__
+    monkeypatch.setattr(env_sum, "SMALL_ENVIRONMENT", 0)
+    assert "InteractionSum" in type(interaction_sum(s, z, w, geom).grad_fn).__name__

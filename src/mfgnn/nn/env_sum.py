@@ -43,6 +43,9 @@ from mfgnn.nn.pairs import PairGeometry
 
 #: Floats per block temporary (atoms × ν × b) on the CPU: 2^18 (1 MiB in float32).
 CPU_BLOCK_ELEMENTS = 1 << 18
+#: Below this many environment elements (atoms × ν·b) the plain formulation is used: for
+#: a molecule or two its few taped operations cost less than the blocked passes.
+SMALL_ENVIRONMENT = 1 << 16
 #: Largest scratch buffer kept for reuse (elements); larger requests get a fresh tensor.
 WORKSPACE_MAX_ELEMENTS = 1 << 22
 
@@ -281,6 +284,11 @@ def _generic_double_backward(ctx, inputs, cotangents):
     return (*out, None, None)
 
 
+def fused_pays(geom: PairGeometry, weight: Tensor) -> bool:
+    """Whether :func:`interaction_sum` takes its fused path for this size (else plain)."""
+    return geom.n_atoms * weight.shape[0] >= SMALL_ENVIRONMENT and geom.src.numel() > 0
+
+
 def interaction_sum(s: Tensor, z: Tensor, weight: Tensor, geom: PairGeometry) -> Tensor:
     """I = env(s, z) · V, shape (N, a).
 
@@ -291,8 +299,9 @@ def interaction_sum(s: Tensor, z: Tensor, weight: Tensor, geom: PairGeometry) ->
         geom: the pair layout.
 
     Differentiable to any order in s, z and V; the first and second derivatives are
-    computed block by block without an (N, ν, b) or (pairs, b) tensor.
+    computed block by block without an (N, ν, b) or (pairs, b) tensor (below
+    :data:`SMALL_ENVIRONMENT`: :func:`plain_interaction_sum`, the same numbers).
     """
-    if geom.n_atoms == 0 or s.numel() == 0:
+    if not fused_pays(geom, weight):
         return plain_interaction_sum(s, z, weight, geom)
     return _InteractionSum.apply(s, z, weight, geom)

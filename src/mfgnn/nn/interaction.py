@@ -10,7 +10,8 @@ The interaction layer mixes the features of neighbouring atoms:
 
 evaluated as I_{i,a} = Σ_ν Σ_b V^ν_ab env_{i,ν,b} with the environment
 env_{i,ν,b} = Σ_j s^ν(r_ij) z_{j,b} (see :mod:`mfgnn.nn.pairs`), by the fused operation of
-:mod:`mfgnn.nn.env_sum` (``fused = False``: the plain formulation, same numbers). With tensor sensitivity
+:mod:`mfgnn.nn.env_sum` (for a molecule or two, and with ``fused = False``: the plain
+formulation, same numbers). With tensor sensitivity
 (HIP-NN-TS) the rotation invariants I^TS_{i,a} of :mod:`mfgnn.nn.tensor_sensitivity` are
 added inside f. With residual connections and matching widths, z' = z + f(...).
 """
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 
 from mfgnn.nn.atom import AtomLayer, ShiftedSoftplus, make_activation, shifted_softplus
 from mfgnn.nn.config import DEFAULT_ACTIVATION
-from mfgnn.nn.env_sum import interaction_sum
+from mfgnn.nn.env_sum import fused_pays, interaction_sum
 from mfgnn.nn.pairs import PairGeometry
 from mfgnn.nn.sensitivity import GaussianSensitivity, envelope
 from mfgnn.nn.tensor_sensitivity import TensorSensitivity
@@ -100,12 +101,12 @@ class InteractionLayer(nn.Module):
         cutoff = self.sensitivity.cutoff.cutoff
         sense = self.sensitivity(geom.r, geom.cached(("envelope", cutoff), lambda: envelope(geom.r, cutoff)))
         weight = self.int_weights.permute(0, 2, 1).reshape(-1, self.out_features)  # (νb, a)
-        if self.fused:
-            self_term = fn.linear(z, self.self_interaction.weight, self.self_interaction.bias)
+        self_term = fn.linear(z, self.self_interaction.weight, self.self_interaction.bias)
+        if self.fused and fused_pays(geom, weight):
             out = self_term + interaction_sum(sense, z, weight, geom)
         else:
             env = self.environment(z, sense, geom)
-            out = torch.addmm(self.self_interaction(z), env.reshape(z.shape[0], -1), weight)
+            out = torch.addmm(self_term, env.reshape(z.shape[0], -1), weight)
         if self.tensor is not None:
             out = out + self.tensor(z, sense, geom)
         return out
