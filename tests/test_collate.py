@@ -258,7 +258,7 @@ def test_mapped_store_holds_no_atom_arrays(h2co):
     assert atom_sized(store, False) == []
     batch = store.batch(np.arange(0, 3601, 7))
     assert batch.num_graphs == 515 and batch.pos.shape == (4 * 515, 3)
-    assert atom_sized(store, True) == [] and store._arrays is None  # maps dropped per batch
+    assert atom_sized(store, True) == []
     blob = pickle.dumps(store)
     clone = pickle.loads(blob)
     assert clone._arrays is None and atom_sized(clone, False) == []
@@ -291,3 +291,18 @@ def test_store_memory_device_and_errors(h2co, odd_structures):
     finally:
         odd.graph = RadiusGraph(3.0)
     assert StructureStore(dataset, [4, 5], [0], cutoff=1.5).batch([0, 1]).edge_index.shape[1] > 0
+
+
+def test_mapped_store_reopens_its_maps_every_few_batches(h2co):
+    """The pages batches read do not stay mapped for the whole run: the maps are dropped
+    after REMAP_BATCHES batches (and reopened by the next one)."""
+    from mfgnn.data.collate_mapped import REMAP_BATCHES
+
+    _, packed = h2co
+    store = MappedStructureStore(packed, np.arange(len(packed)), [0, 1])
+    for k in range(REMAP_BATCHES - 1):
+        store.batch([k])
+        assert store._arrays is not None
+    store.batch([0])
+    assert store._arrays is None
+    assert store.batch([5]).num_graphs == 1 and store._arrays is not None

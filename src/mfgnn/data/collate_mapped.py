@@ -25,6 +25,10 @@ from .graph import radius_graph
 from .packed import PackedDataset, open_arrays
 
 
+#: Batches read through one opening of the pack's memory maps.
+REMAP_BATCHES = 8
+
+
 class MappedStructureStore:
     """Rows of a :class:`~mfgnn.data.packed.PackedDataset` served as batches straight
     from its memory maps.
@@ -70,7 +74,7 @@ class MappedStructureStore:
 
     def close(self) -> None:
         """Drop the memory maps (reopened by the next batch)."""
-        self._arrays = None
+        self._arrays, self._reads = None, 0
 
     def to(self, device) -> MappedStructureStore:
         """Build batches (their radius graph included) on ``device`` from now on; the
@@ -83,9 +87,12 @@ class MappedStructureStore:
         equal to PyG's collation of their selected ``Data`` items, on :attr:`device`."""
         p = positions_array(positions, len(self))
         data = read_pack(self._maps(), self.rows[p], bool(self.select.needs_forces))
-        # short-lived maps: the pages a batch touched leave this process's resident set
-        # (they stay in the page cache), so RSS does not grow with the pages read
-        self.close()
+        # short-lived maps: the pages read leave this process's resident set every
+        # REMAP_BATCHES batches (they stay in the page cache), so RSS does not grow with
+        # the pages read; opening the maps costs ~2 ms, hence not after every batch
+        self._reads = getattr(self, "_reads", 0) + 1
+        if self._reads >= REMAP_BATCHES:
+            self.close()
         n_atoms = np.diff(data["ptr"])
         dev = self.device
         fields = {
