@@ -137,11 +137,14 @@ def _unfused(model):
     return model
 
 
-@pytest.mark.parametrize("tensor_order", [0, 2])
+@pytest.mark.parametrize("tensor_order,small", [(0, False), (2, False), (0, True)])
 def test_model_energies_forces_and_force_loss_gradients_match_plain_formulation(molecules, tensor_order,
-                                                                                monkeypatch):
+                                                                                small, monkeypatch):
     """A two-fidelity model, fused against plain (padded bmm and the sensitivity formula
-    taped by autograd), on CH2O and aspirin in one batch."""
+    taped by autograd), on CH2O and aspirin in one batch; ``small``: the path molecule-sized
+    systems take (Σ_ν env_ν V_ν^T)."""
+    if small:
+        monkeypatch.setattr(env_sum, "SMALL_ENVIRONMENT", 10**9)
     from torch_geometric.data import Batch, Data
 
     import mfgnn.nn.sensitivity as sensitivity

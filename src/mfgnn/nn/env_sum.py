@@ -284,9 +284,10 @@ def _generic_double_backward(ctx, inputs, cotangents):
     return (*out, None, None)
 
 
-def fused_pays(geom: PairGeometry, weight: Tensor) -> bool:
-    """Whether :func:`interaction_sum` takes its fused path for this size (else plain)."""
-    return geom.n_atoms * weight.shape[0] >= SMALL_ENVIRONMENT and geom.src.numel() > 0
+def fused_pays(geom: PairGeometry, per_atom: int) -> bool:
+    """Whether :func:`interaction_sum` takes its fused path for environments of
+    ``per_atom`` = ν·b elements per atom (else the plain formulation)."""
+    return geom.n_atoms * per_atom >= SMALL_ENVIRONMENT and geom.src.numel() > 0
 
 
 def interaction_sum(s: Tensor, z: Tensor, weight: Tensor, geom: PairGeometry) -> Tensor:
@@ -302,6 +303,6 @@ def interaction_sum(s: Tensor, z: Tensor, weight: Tensor, geom: PairGeometry) ->
     computed block by block without an (N, ν, b) or (pairs, b) tensor (below
     :data:`SMALL_ENVIRONMENT`: :func:`plain_interaction_sum`, the same numbers).
     """
-    if not fused_pays(geom, weight):
+    if not fused_pays(geom, weight.shape[0]):
         return plain_interaction_sum(s, z, weight, geom)
     return _InteractionSum.apply(s, z, weight, geom)

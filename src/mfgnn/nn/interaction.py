@@ -100,12 +100,16 @@ class InteractionLayer(nn.Module):
         """I_{i,a} + Σ_b W_ab z_{i,b} + B_a (+ I^TS_{i,a}), shape (N, a)."""
         cutoff = self.sensitivity.cutoff.cutoff
         sense = self.sensitivity(geom.r, geom.cached(("envelope", cutoff), lambda: envelope(geom.r, cutoff)))
-        weight = self.int_weights.permute(0, 2, 1).reshape(-1, self.out_features)  # (νb, a)
         self_term = fn.linear(z, self.self_interaction.weight, self.self_interaction.bias)
-        if self.fused and fused_pays(geom, weight):
+        if self.fused and fused_pays(geom, self.n_sensitivities * self.in_features):
+            weight = self.int_weights.permute(0, 2, 1).reshape(-1, self.out_features)  # (νb, a)
             out = self_term + interaction_sum(sense, z, weight, geom)
+        elif self.fused:  # a molecule or two: Σ_ν env_ν V_ν^T, no copy of V in the (νb, a) layout
+            env = self.environment(z, sense, geom)
+            out = self_term + torch.bmm(env.transpose(0, 1), self.int_weights.transpose(1, 2)).sum(0)
         else:
             env = self.environment(z, sense, geom)
+            weight = self.int_weights.permute(0, 2, 1).reshape(-1, self.out_features)  # (νb, a)
             out = torch.addmm(self_term, env.reshape(z.shape[0], -1), weight)
         if self.tensor is not None:
             out = out + self.tensor(z, sense, geom)
