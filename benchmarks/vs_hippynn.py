@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 import _common
-from _common import ASPIRIN, KCAL_MOL, Table, aspirin_batches, build_model, model_config, time_call
+from _common import ASPIRIN, Table, aspirin_batches, build_model, model_config, time_call
 
 HINT = "pip install hippynn==0.1.3   (or: pip install -e '.[bench]')"
 SOFT = {"soft_min": 0.75, "soft_max": 5.5, "cutoff": 6.5, "tensor_order": 0, "n_interactions": 2,

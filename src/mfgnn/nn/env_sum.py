@@ -78,7 +78,8 @@ def plain_interaction_sum(s: Tensor, z: Tensor, weight: Tensor, geom: PairGeomet
     return env.reshape(z.shape[0], -1) @ weight
 
 
-def _blocks(geom: PairGeometry, per_atom: int, device: torch.device) -> list[tuple[int, int, int, int, Tensor | None]]:
+def _blocks(geom: PairGeometry, per_atom: int,
+            device: torch.device) -> list[tuple[int, int, int, int, Tensor | None]]:
     """Blocks (a0, a1, r0, r1, local row atom or None) of whole atoms and their rows."""
     n = geom.n_atoms
     size = n if device.type != "cpu" else max(1, CPU_BLOCK_ELEMENTS // max(per_atom, 1))

@@ -91,7 +91,6 @@ class _Sensitivity(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, r: Tensor, mu: Tensor, sigma: Tensor, cutoff: float, env) -> Tensor:
-        flat = r.reshape(-1)
         d, g = gaussian_terms(env[3], mu, sigma)
         ctx.save_for_backward(r, mu, sigma, d, g)
         ctx.cutoff, ctx.env = cutoff, env
