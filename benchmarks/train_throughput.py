@@ -16,7 +16,10 @@ On the shared H2CO set (MP2 → CCSD(T)-F12) and rMD17 aspirin (PBE → original
 (c) loader throughput of :class:`~mfgnn.data.collate_mapped.MappedStructureStore`
     over a pack of each set (made in a temporary folder), random batches of 256 with 0,
     1 and 2 workers (worker start-up included), and the PyG path over the same pack
-    (``PackedDataset`` items, in-process) for comparison.
+    (``PackedDataset`` items, in-process) for comparison;
+(d) ``mfgnn train`` itself (the trainer: batches, steps, EMA, validation on 200 rows,
+    checkpoint) in steady seconds per epoch against 16 model steps, on the CPU and, when
+    there is one, on the GPU.
 
 Prints figures only (no timing asserts). Usage:
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py [--quick] [--data DIR]
@@ -89,8 +92,9 @@ def store_epochs(dataset, rows, columns, epochs: int) -> list[float]:
     return times
 
 
-def model_step_seconds(dataset, rows, repeats: int) -> float:
-    """Median seconds of one training step (SMALL_MODEL, batch of 64, low-level forces)."""
+def model_step_seconds(dataset, rows, repeats: int, device: str = "cpu") -> float:
+    """Median seconds of one training step (SMALL_MODEL, batch of 64, low-level forces)
+    on ``device`` (batches already there)."""
     from mfgnn.data.collate import StructureStore, loader_order
     from mfgnn.loss import MultiFidelityLoss
     from mfgnn.nn import MultiFidelityHIPNN
@@ -98,12 +102,14 @@ def model_step_seconds(dataset, rows, repeats: int) -> float:
 
     low, high = dataset.fidelities
     torch.manual_seed(0)
-    model = MultiFidelityHIPNN({**SMALL_MODEL, "soft_min": 0.75}, [low, high], dataset.elements)
+    model = MultiFidelityHIPNN({**SMALL_MODEL, "soft_min": 0.75}, [low, high],
+                               dataset.elements).to(device)
     loss_fn = MultiFidelityLoss([low, high], {low: ["energy", "forces"], high: ["energy"]})
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     store = StructureStore(dataset, rows, [0, 1])
     batches = [store.batch(p) for p in loader_order(len(store), BATCH)]
-    batches = [b for b in batches if b.num_graphs == BATCH]
+    batches = [b.to(device) for b in batches if b.num_graphs == BATCH]
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def step(batch) -> None:
         out = model(batch, forces=[low], training=True)
@@ -115,10 +121,37 @@ def model_step_seconds(dataset, rows, repeats: int) -> float:
     step(batches[0])  # warm-up
     times = []
     for k in range(repeats):
+        sync()
         t0 = time.perf_counter()
         step(batches[k % len(batches)])
+        sync()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
+
+
+def train_epoch_seconds(spec: dict, device: str, epochs: int, folder: Path,
+                        n_rows: int) -> float:
+    """Steady seconds per epoch of ``mfgnn train`` (the trainer: batches, steps, EMA,
+    validation, checkpoint) on 1000 training rows (fewer when the set has fewer than
+    1220) and 200 validation rows, batch 64."""
+    import yaml
+
+    from mfgnn.presets import SMALL_MODEL
+    from mfgnn.training.build import train
+
+    low, high = list(spec["fidelities"])
+    config = {"data": spec, "labels": {low: ["energy", "forces"], high: ["energy"]},
+              "split": {"train": min(1000, n_rows - 210), "valid": 200, "test": 10,
+                        "seed": 0},
+              "model": {**SMALL_MODEL, "soft_min": 0.75},
+              "train": {"max_epochs": epochs, "batch_size": BATCH, "device": device,
+                        "patience": None, "progress_every": 0}}
+    path = folder / f"{device.replace(':', '')}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    train(path, folder / f"run_{device.replace(':', '')}", log=None)
+    lines = (folder / f"run_{device.replace(':', '')}" / "metrics.csv").read_text().splitlines()
+    column = lines[0].split(",").index("seconds")
+    return min(float(line.split(",")[column]) for line in lines[2:])
 
 
 def mapped_rate(store, n_batches: int, workers: int) -> tuple[float, float]:
@@ -181,6 +214,28 @@ def main() -> None:
             steady = min(t[1:])
             print(table.row(name, path, t[0] * 1e3, steady * 1e3, step * 1e3, model_epoch * 1e3,
                             100 * steady / model_epoch))
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    print("\n## `mfgnn train`: steady seconds per epoch (1000 training rows, 790 of aspirin's "
+          f"1000; batches of {BATCH}; validation on 200) against the epoch's model steps; "
+          f"devices: {', '.join(devices)}")
+    train_table = Table(("data", "<8", ""), ("device", "<7", ""), ("epoch s", ">9", ".3f"),
+                        ("steps s", ">9", ".3f"), ("loop share %", ">13", ".1f"))
+    print(train_table.header())
+    print(train_table.rule())
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, spec in sets.items():
+            for device in devices:
+                folder = Path(tmp) / f"{name}_{device}"
+                folder.mkdir()
+                epoch = train_epoch_seconds(spec, device, 3 if args.quick else 5, folder,
+                                            len(loaded[name]))
+                rows = np.random.default_rng(0).permutation(len(loaded[name]))[:1000]
+                n_steps = -(-min(1000, len(loaded[name]) - 210) // BATCH)
+                model = n_steps * model_step_seconds(loaded[name], rows, steps, device)
+                print(train_table.row(name, device, epoch, model, 100 * (epoch - model) / epoch))
+    if not torch.cuda.is_available():
+        print("(no CUDA device here: the GPU rows are missing)")
 
     print(f"\n## Loaders over a pack: random batches of {MAPPED_BATCH}, structures/s after "
           f"the first batch ({mapped} batches; PyG: {max(mapped // 4, 2)}); in brackets the "
