@@ -167,10 +167,11 @@ def _collective_device() -> torch.device:
 
 def setup_distributed(device: str = "auto") -> tuple[Distributed, str]:
     """Join the process group when started by ``torchrun`` (NCCL when the run uses CUDA,
-    gloo otherwise); returns this process's :class:`Distributed` and the device setting
-    to use (``cuda:LOCAL_RANK`` for a CUDA run). Outside ``torchrun``: :data:`SINGLE`."""
-    if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) < 2:
-        return SINGLE, device
+    gloo otherwise; also for a single process, which then calls no collective); returns
+    this process's :class:`Distributed` and the device setting to use
+    (``cuda:LOCAL_RANK`` for a CUDA run). Outside ``torchrun``: :data:`SINGLE`."""
+    if not launched_by_torchrun():
+        return SINGLE, device  # (one torchrun process still joins its group: NCCL set up)
     use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if use_cuda:
         local = int(os.environ["LOCAL_RANK"])
