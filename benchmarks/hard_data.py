@@ -74,6 +74,18 @@ def write_spec(out: Path) -> Path:
     return write(_common.shared_data("widerange"), out, check=False)
 
 
+def run_quietly(settings: ExperimentSettings) -> dict:
+    """``run_experiment`` with its printed report swallowed (progress still goes to
+    stderr); the ``results.json`` it wrote."""
+    quiet = io.StringIO()
+    stdout, sys.stdout = sys.stdout, quiet  # run_experiment prints its results.md
+    try:
+        run_experiment(settings, log=sys.stderr)
+    finally:
+        sys.stdout = stdout
+    return json.loads((Path(settings.out) / "results.json").read_text())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
@@ -95,13 +107,7 @@ def main(argv=None) -> int:
             data=str(spec), low="hf", high="mp2", train=args.train, valid=args.valid,
             test=args.test, out=out, seeds=args.seeds, base=recipe(name),
             max_time=args.max_time, heads=("independent",), experiments=tuple(names))
-        quiet = io.StringIO()
-        stdout, sys.stdout = sys.stdout, quiet  # run_experiment prints its results.md
-        try:
-            run_experiment(settings, log=sys.stderr)
-        finally:
-            sys.stdout = stdout
-        table[name] = json.loads((out / "results.json").read_text())
+        table[name] = run_quietly(settings)
     print_table(table)
     return 0
 

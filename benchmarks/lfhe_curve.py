@@ -26,15 +26,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import io
-import json
-import sys
 from pathlib import Path
 
 import _common
-from hard_data import NEW, write_spec
+from hard_data import NEW, run_quietly, write_spec
 
-from mfgnn.experiment import ExperimentSettings, run_experiment
+from mfgnn.experiment import ExperimentSettings
 
 MF = "MF-hf/EF-mp2/E[{heads}]"
 ORACLE = "SF-mp2/EF"
@@ -73,13 +70,7 @@ def run_point(spec: Path, out: Path, point: dict, args) -> dict:
         test=args.test, out=out, seeds=args.seeds, base=config, max_time=point["max_time"],
         max_epochs=point["max_epochs"],
         heads=(point["heads"],), experiments=tuple(names))
-    quiet = io.StringIO()
-    stdout, sys.stdout = sys.stdout, quiet  # run_experiment prints its results.md
-    try:
-        run_experiment(settings, log=sys.stderr)
-    finally:
-        sys.stdout = stdout
-    return json.loads((out / "results.json").read_text())
+    return run_quietly(settings)
 
 
 def epochs_of(folder: Path) -> str:
