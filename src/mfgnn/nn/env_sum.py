@@ -48,6 +48,8 @@ CPU_BLOCK_ELEMENTS = 1 << 18
 SMALL_ENVIRONMENT = 1 << 16
 #: Largest scratch buffer kept for reuse (elements); larger requests get a fresh tensor.
 WORKSPACE_MAX_ELEMENTS = 1 << 22
+#: Smaller requests get a fresh tensor too (cheaper than slicing a kept one).
+WORKSPACE_MIN_ELEMENTS = 1 << 14
 
 
 class _Workspace(threading.local):
@@ -60,7 +62,7 @@ class _Workspace(threading.local):
 
     def get(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
         n, key = math.prod(shape), (name, like.dtype)
-        if like.device.type != "cpu" or n > WORKSPACE_MAX_ELEMENTS:
+        if like.device.type != "cpu" or not WORKSPACE_MIN_ELEMENTS <= n <= WORKSPACE_MAX_ELEMENTS:
             return like.new_empty(shape)
         buf = self.buffers.get(key)
         if buf is None or buf.numel() < n:

@@ -194,9 +194,18 @@ class MultiFidelityHIPNN(nn.Module):
     # ------------------------------------------------------------------ forward
     def species_index(self, z: Tensor) -> Tensor:
         """Atomic numbers → one-hot column; elements outside ``elements`` raise ModelError."""
-        z = z.to(self.species_table.device, torch.long)
-        inside = (z >= 0) & (z < self.species_table.numel())
-        idx = self.species_table[torch.where(inside, z, torch.zeros_like(z))]
+        table = self.species_table
+        if z.dtype == torch.long and z.device.type == "cpu" and table.device.type == "cpu":
+            zn = z.detach().numpy()  # a few numpy calls: cheaper than torch ops for one molecule
+            if not zn.size:
+                return z.new_empty(0)
+            if zn.min() >= 0 and zn.max() < table.numel():
+                idx = table.numpy()[zn]
+                if idx.min() >= 0:
+                    return torch.from_numpy(idx)
+        z = z.to(table.device, torch.long)
+        inside = (z >= 0) & (z < table.numel())
+        idx = table[torch.where(inside, z, torch.zeros_like(z))]
         bad = ~inside | (idx < 0)
         if bool(bad.any()):
             wrong = sorted({int(v) for v in z[bad].tolist()})
@@ -251,41 +260,68 @@ class MultiFidelityHIPNN(nn.Module):
         grad_enabled = torch.is_grad_enabled()
         species = self.species_index(data.z)
         pos = data.pos.to(self.species_table.device, self.dtype)
-        finite = torch.isfinite(pos).all(dim=-1)
-        if not bool(finite.all()):
-            bad = int((~finite).nonzero()[0, 0])
-            raise ModelError(f"non-finite coordinates of atom {bad}: {pos[bad].tolist()}")
+        _check_finite(pos)
         if wanted and not pos.requires_grad:
             pos = pos.detach().requires_grad_(True)
         batch = getattr(data, "batch", None)
         n_atoms = pos.shape[0]
-        if batch is None:
-            batch = torch.zeros(n_atoms, dtype=torch.long, device=pos.device)
-            n_struct = 1
-        else:
+        n_struct = 1
+        if batch is not None:
             batch = batch.to(pos.device)
             n_struct = getattr(data, "num_graphs", None) or (int(batch.max()) + 1 if n_atoms else 0)
+        # Outputs without a graph: the energies are assembled without one, and the forces
+        # are gradients of the hierarchical energies seeded with σ_t (what the assembly
+        # passes back), one backward per requested fidelity.
+        detached = not grad_enabled or (wanted and not training)
 
         with torch.enable_grad() if wanted else nullcontext():
-            edge_index = self.edges(data, pos)
+            # no edge_index for one small structure on the CPU: the pair layout finds its pairs
+            edge_index = getattr(data, "edge_index", None)
+            if edge_index is None:
+                from mfgnn.data.graph import SMALL_STRUCTURE
+
+                if not (batch is None and self.zbl is None and pos.device.type == "cpu"
+                        and n_atoms <= SMALL_STRUCTURE):
+                    edge_index = self.edges(data, pos)
             geom = build_pair_geometry(pos, edge_index, self.config.cutoff, self.config.tensor_order)
-            z = nn.functional.one_hot(species, len(self.elements)).to(pos.dtype)
+            z = _one_hot(species, len(self.elements), pos.dtype)
             feats = [z]
             for block in self.trunk():
                 z = block(z, geom)
                 feats.append(z)
             hier = self.heads(feats)  # (N+1, ΣN, F), in units of σ_t
-            per_atom = (hier.to(torch.float64).sum(0) * self.target_scale + self.target_shift
-                        + self.self_energies[:, species].t())
-            energy = per_atom.new_zeros(n_struct, per_atom.shape[1]).index_add(0, batch, per_atom)
+            zbl = None
             if self.zbl is not None:
-                energy = energy + self.zbl(data.z.to(pos.device), pos, edge_index, batch,
-                                           n_struct)[:, None]
+                zbl = self.zbl(data.z.to(pos.device), pos, edge_index, batch, n_struct)
+            with torch.no_grad() if detached else nullcontext():
+                per_atom = (hier.to(torch.float64).sum(0) * self.target_scale + self.target_shift
+                            + self.self_energies.index_select(1, species).t())
+                if batch is None:
+                    energy = per_atom.sum(0, keepdim=True)
+                else:
+                    energy = per_atom.new_zeros(n_struct, per_atom.shape[1]).index_add(0, batch, per_atom)
+                if zbl is not None:
+                    energy = energy + zbl[:, None]
             out = {"energy": energy, "hierarchical": hier}
             if wanted:
-                out["forces"] = self._forces(energy, pos, wanted, training)
-        if not grad_enabled or (wanted and not training):
+                out["forces"] = (self._seeded_forces(hier, zbl, pos, wanted) if detached
+                                 else self._forces(energy, pos, wanted, training))
+        if detached:
             out = {k: v.detach() for k, v in out.items()}
+        return out
+
+    def _seeded_forces(self, hier: Tensor, zbl: Tensor | None, pos: Tensor, wanted: list[int]) -> Tensor:
+        """:meth:`_forces` without a graph: −∂E_t/∂pos from the hierarchical energies with
+        the gradient σ_t (in the model dtype) in column t, plus ZBL's; the same numbers."""
+        out = pos.new_full((pos.shape[0], len(self.fidelities), 3), float("nan"))
+        scale = self.target_scale.to(hier.dtype)
+        for t in wanted:
+            seed = hier.new_zeros(hier.shape[-1])
+            seed[t] = scale[t]
+            outputs, seeds = ([hier], [seed.expand_as(hier)]) if zbl is None else (
+                [hier, zbl], [seed.expand_as(hier), torch.ones_like(zbl)])
+            (grad,) = torch.autograd.grad(outputs, pos, seeds, retain_graph=t != wanted[-1], allow_unused=True)
+            out[:, t] = -grad if grad is not None else 0.0
         return out
 
     def _forces(self, energy: Tensor, pos: Tensor, wanted: list[int], training: bool) -> Tensor:
@@ -324,6 +360,25 @@ class MultiFidelityHIPNN(nn.Module):
 
     def extra_repr(self) -> str:
         return f"fidelities={list(self.fidelities)}, elements={list(self.elements)}"
+
+
+def _one_hot(species: Tensor, n: int, dtype: torch.dtype) -> Tensor:
+    """z^0: (N, n) one-hot rows (one numpy step on the CPU)."""
+    if species.device.type == "cpu" and dtype in (torch.float32, torch.float64):
+        eye = np.eye(n, dtype=np.float32 if dtype == torch.float32 else np.float64)
+        return torch.from_numpy(eye[species.numpy()])
+    return nn.functional.one_hot(species, n).to(dtype)
+
+
+def _check_finite(pos: Tensor) -> None:
+    """ModelError naming the first atom with a non-finite coordinate."""
+    if pos.device.type == "cpu" and pos.dtype in (torch.float32, torch.float64):
+        if np.isfinite(pos.detach().numpy()).all():
+            return
+    finite = torch.isfinite(pos).all(dim=-1)
+    if not bool(finite.all()):
+        bad = int((~finite).nonzero()[0, 0])
+        raise ModelError(f"non-finite coordinates of atom {bad}: {pos[bad].tolist()}")
 
 
 #: Buffers kept in float64 whatever the model's dtype.

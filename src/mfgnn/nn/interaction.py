@@ -104,7 +104,9 @@ class InteractionLayer(nn.Module):
         if self.fused and fused_pays(geom, self.n_sensitivities * self.in_features):
             weight = self.int_weights.permute(0, 2, 1).reshape(-1, self.out_features)  # (νb, a)
             out = self_term + interaction_sum(sense, z, weight, geom)
-        elif self.fused:  # a molecule or two: Σ_ν env_ν V_ν^T, no copy of V in the (νb, a) layout
+        elif self.fused and self.in_features >= 16:
+            # a molecule or two: Σ_ν env_ν V_ν^T, no copy of V in the (νb, a) layout (for
+            # narrow inputs, such as the one-hot z^0, the copy is cheap and one mm faster)
             env = self.environment(z, sense, geom)
             out = self_term + torch.bmm(env.transpose(0, 1), self.int_weights.transpose(1, 2)).sum(0)
         else:

@@ -183,22 +183,36 @@ def _same_position_error(pos: Tensor, i: int, j: int) -> ModelError:
                       "forces would be infinite")
 
 
-def _layout_numpy(pos: Tensor, edge_index: Tensor, cutoff: float, width: int | None):
+def _layout_numpy(pos: Tensor, edge_index: Tensor | None, cutoff: float, width: int | None):
     """The row layout on the CPU with numpy (a few µs per step instead of tens for torch ops
-    on small systems): sorted (i, j), W, row_atom, slot, src and mask, as numpy arrays."""
+    on small systems): sorted (i, j), W, row_atom, slot, src and mask, as numpy arrays.
+    ``edge_index`` None: all pairs of one structure (the test of the radius graph too)."""
     n = pos.shape[0]
     x = pos.detach().numpy()
-    j, i = np.asarray(edge_index[0], dtype=np.int64), np.asarray(edge_index[1], dtype=np.int64)
-    dist = np.sqrt(np.square(x[j] - x[i]).sum(-1))
-    distinct = i != j
-    same = np.flatnonzero((dist < 1.0e-6) & distinct)
-    if same.size:
-        raise _same_position_error(pos, int(i[same[0]]), int(j[same[0]]))
-    keep = (dist < cutoff) & distinct
-    if not keep.all():
-        j, i = j[keep], i[keep]
-    order = np.argsort(i * n + j, kind="stable")
-    j, i = j[order], i[order]
+    if edge_index is None:
+        d = x[None, :, :] - x[:, None, :]  # d[i, j] = x[j] - x[i], as the radius graph
+        d2 = d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1] + d[..., 2] * d[..., 2]
+        dist = np.sqrt(np.square(d).sum(-1))
+        np.fill_diagonal(dist, np.inf)
+        same = dist < 1.0e-6
+        if same.any():
+            i, j = np.nonzero(same)
+            raise _same_position_error(pos, int(i[0]), int(j[0]))
+        i, j = np.nonzero((d2 < d2.dtype.type(cutoff * cutoff)) & (dist < cutoff))  # sorted
+    else:
+        j, i = np.asarray(edge_index[0], dtype=np.int64), np.asarray(edge_index[1], dtype=np.int64)
+        dist = np.sqrt(np.square(x[j] - x[i]).sum(-1))
+        distinct = i != j
+        same = np.flatnonzero((dist < 1.0e-6) & distinct)
+        if same.size:
+            raise _same_position_error(pos, int(i[same[0]]), int(j[same[0]]))
+        keep = (dist < cutoff) & distinct
+        if not keep.all():
+            j, i = j[keep], i[keep]
+        key = i * n + j
+        if not (key[1:] > key[:-1]).all():  # a radius graph's edges are sorted already
+            order = np.argsort(key, kind="stable")
+            j, i = j[order], i[order]
     degree = np.bincount(i, minlength=n)
     w = choose_width(degree) if width is None else int(width)
     rows_per_atom = np.maximum((degree + w - 1) // w, 1)
@@ -214,14 +228,16 @@ def _layout_numpy(pos: Tensor, edge_index: Tensor, cutoff: float, width: int | N
 
 
 def build_pair_geometry(
-    pos: Tensor, edge_index: Tensor, cutoff: float, tensor_order: int = 0, width: int | None = None
+    pos: Tensor, edge_index: Tensor | None, cutoff: float, tensor_order: int = 0,
+    width: int | None = None
 ) -> PairGeometry:
     """Pad the pairs of ``edge_index`` closer than ``cutoff`` into rows and compute r, r̂.
 
     Args:
         pos: (N, 3) positions in Å (may require grad; the geometry is differentiable).
         edge_index: (2, E) long, row 0 the source j, row 1 the target i. Pairs at
-            r_ij ≥ cutoff (their sensitivities vanish) and self-loops are dropped.
+            r_ij ≥ cutoff (their sensitivities vanish) and self-loops are dropped. None:
+            all pairs of one structure (best for a small one on the CPU).
         cutoff: hard cutoff r_c in Å.
         tensor_order: 0, 1 or 2; which angular factors to precompute (≥ 1 also builds
             the source-major layout of :class:`SourceLayout`).
@@ -231,10 +247,15 @@ def build_pair_geometry(
     device = pos.device
     with torch.no_grad():
         if device.type == "cpu":
+            edges = None if edge_index is None else edge_index.cpu()
             i, j, w, row_atom, slot, src, mask = (
                 torch.from_numpy(a) if isinstance(a, np.ndarray) else a
-                for a in _layout_numpy(pos, edge_index.cpu(), cutoff, width))
+                for a in _layout_numpy(pos, edges, cutoff, width))
         else:
+            if edge_index is None:
+                from mfgnn.data.graph import radius_graph
+
+                edge_index = radius_graph(pos.detach(), cutoff)
             i, j, w, row_atom, slot, src, mask = _layout_torch(pos, edge_index, cutoff, width)
         n_rows = row_atom.numel()
         src, mask = src.view(n_rows, w), mask.view(n_rows, w)
@@ -242,9 +263,10 @@ def build_pair_geometry(
     identity = n_rows == n
     here = pos.unsqueeze(1) if identity else pos.index_select(0, row_atom).unsqueeze(1)
     vec = pos.index_select(0, src.reshape(-1)).view(n_rows, w, 3) - here
-    pad = torch.zeros(3, dtype=pos.dtype, device=device)
-    pad[0] = 2.0 * cutoff
-    vec = torch.where(mask.unsqueeze(-1), vec, pad)
+    if slot.numel() < n_rows * w:  # padding slots (a molecule within the cutoff has none)
+        pad = torch.zeros(3, dtype=pos.dtype, device=device)
+        pad[0] = 2.0 * cutoff
+        vec = torch.where(mask.unsqueeze(-1), vec, pad)
     r = vec.norm(dim=-1)
     geom = PairGeometry(n, row_atom, src, mask, identity, r, vec, None, source)
     if tensor_order >= 1:

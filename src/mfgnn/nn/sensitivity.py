@@ -46,13 +46,12 @@ def cutoff_terms(r: Tensor, cutoff: float, order: int = 0) -> tuple[Tensor, ...]
     """φ(r) and, for ``order`` ≥ 1, 2, its first and second derivatives (1/Å, 1/Å²); zero at r ≥ r_c."""
     k = 0.5 * math.pi / cutoff
     cos, inside = torch.cos(r * k), r < cutoff
-    zero = torch.zeros((), dtype=r.dtype, device=r.device)
-    out = [torch.where(inside, cos.square(), zero)]
+    out = [torch.where(inside, cos.square(), 0.0)]
     if order >= 1:
         sin = torch.sin(r * k)
-        out.append(torch.where(inside, (-2.0 * k) * cos * sin, zero))
+        out.append(torch.where(inside, (-2.0 * k) * cos * sin, 0.0))
         if order >= 2:
-            out.append(torch.where(inside, (-2.0 * k * k) * (cos.square() - sin.square()), zero))
+            out.append(torch.where(inside, (-2.0 * k * k) * (cos.square() - sin.square()), 0.0))
     return tuple(out)
 
 
@@ -76,14 +75,36 @@ def reference_sensitivity(r: Tensor, mu: Tensor, sigma: Tensor, cutoff: float) -
     return gauss * phi.unsqueeze(-1)
 
 
-def envelope(r: Tensor, cutoff: float) -> tuple[Tensor, ...]:
+def envelope(r: Tensor, cutoff: float) -> "Envelope":
     """(φ, φ', φ'', u = 1/r, φ u²) of the flattened distances, without a graph (what the
     fused derivatives use; compute once per geometry and pass to :func:`gaussian_sensitivity`)."""
-    with torch.no_grad():
-        flat = r.detach().reshape(-1)
-        phi, dphi, ddphi = cutoff_terms(flat, cutoff, 2)
-        u = flat.reciprocal()
-        return phi, dphi, ddphi, u, phi * u.square()
+    return Envelope(r, cutoff)
+
+
+class Envelope:
+    """The sequence (φ, φ', φ'', u, φ u²) of :func:`envelope`; φ'' (only the double
+    backward uses it) is computed on first use."""
+
+    __slots__ = ("flat", "cutoff", "items")
+
+    def __init__(self, r: Tensor, cutoff: float) -> None:
+        with torch.no_grad():
+            self.flat, self.cutoff = r.detach().reshape(-1), cutoff
+            phi, dphi = cutoff_terms(self.flat, cutoff, 1)
+            u = self.flat.reciprocal()
+            self.items = [phi, dphi, None, u, phi * u.square()]
+
+    def __getitem__(self, k: int) -> Tensor:
+        if k == 2 and self.items[2] is None:
+            with torch.no_grad():
+                self.items[2] = cutoff_terms(self.flat, self.cutoff, 2)[2]
+        return self.items[k]
+
+    def __len__(self) -> int:
+        return 5
+
+    def __iter__(self):
+        return (self[k] for k in range(5))
 
 
 class _Sensitivity(torch.autograd.Function):
@@ -99,21 +120,24 @@ class _Sensitivity(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_s: Tensor):
         r, mu, sigma, d, g = ctx.saved_tensors
-        need_r, need_mu, need_sigma = (will_need(ctx, k) for k in range(3))
-        args = (grad_s.reshape(d.shape), r.reshape(-1), mu, sigma, d, g, ctx.cutoff, need_mu or need_sigma, ctx.env)
+        # one check for both parameters (each costs µs); r: whenever it needs a gradient
+        need_r = ctx.needs_input_grad[0]
+        need_mu = need_sigma = will_need(ctx, 1) or will_need(ctx, 2)
+        args = (r.reshape(-1), mu, sigma, d, g, ctx.cutoff, need_mu or need_sigma, ctx.env)
         if torch.is_grad_enabled():
-            grad_r, grad_mu, grad_sigma = SensitivityGrad.apply(*args)
-        else:
-            grad_r, grad_mu, grad_sigma = _first_derivatives(*args)
-        return (grad_r.view(r.shape) if need_r else None, grad_mu if need_mu else None,
-                grad_sigma if need_sigma else None, None, None)
+            grad_r, grad_mu, grad_sigma = SensitivityGrad.apply(grad_s.reshape(d.shape), *args)
+        else:  # grad_s as it comes (often a transposed view): no copy to the (P, ν) layout
+            grad_r, grad_mu, grad_sigma = _first_derivatives(grad_s, *args)
+        return (grad_r.view(r.shape) if need_r else None,
+                grad_mu if need_mu and ctx.needs_input_grad[1] else None,
+                grad_sigma if need_sigma and ctx.needs_input_grad[2] else None, None, None)
 
 
 def _first_derivatives(grad_s, r, mu, sigma, d, g, cutoff, params, env):
     """(y_r, y_μ, y_σ) of :class:`SensitivityGrad` (y_μ, y_σ None unless ``params``)."""
     phi, dphi, phi_u2 = env[0], env[1], env[4]
     # one (P, ν) buffer, multiplied by d in place between the reductions
-    buf = torch.mul(grad_s, g, out=_scratch(grad_s))
+    buf = torch.mul(grad_s, g.view(grad_s.shape), out=_scratch(g).view(grad_s.shape)).view(g.shape)
     total = buf.sum(-1)
     buf.mul_(d)
     grad_r = torch.addcmul(dphi * total, phi_u2, buf @ sigma)
