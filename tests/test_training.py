@@ -162,3 +162,13 @@ def test_worker_processes_give_the_same_run(spec, tmp_path):
         trainer.fit()
         runs.append([row["train_loss"] for row in trainer.history])
     assert runs[0] == pytest.approx(runs[1], rel=1e-12, abs=0)
+
+
+def test_a_run_folders_split_wins_and_a_size_change_is_reported(spec, tmp_path):
+    train(_config(spec, epochs=1), tmp_path / "run", log=None)
+    changed = _config(spec, epochs=2)
+    changed.split.train = 64
+    with pytest.warns(UserWarning, match=r"split.json holds this run folder's split .*train 96"
+                                         r".*not the configuration's train 64"):
+        setup = setup_run(changed, tmp_path / "run")
+    assert len(setup.split.train) == 96

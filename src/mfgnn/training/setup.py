@@ -94,7 +94,25 @@ def build_split(config: RunConfig, n: int, out_dir: Path | None,
         split.check(n)
     except DataError as exc:
         raise DataError(f"{path}: {exc} (was the split made for another dataset?)") from None
+    if path == saved:
+        _warn_if_sizes_differ(config, split, saved)
     return split
+
+
+def _warn_if_sizes_differ(config: RunConfig, split: Split, saved: Path) -> None:
+    """The run folder's own split wins (a resumed run keeps its rows); say so when the
+    configuration asks for other (integer) sizes."""
+    import warnings
+
+    asked = {k: getattr(config.split, k) for k in ("train", "valid", "test")}
+    differ = {k: v for k, v in asked.items()
+              if isinstance(v, int) and not isinstance(v, bool) and v != len(getattr(split, k))}
+    if differ:
+        held = ", ".join(f"{k} {len(getattr(split, k))}" for k in asked)
+        wanted = ", ".join(f"{k} {v}" for k, v in differ.items())
+        warnings.warn(f"{saved} holds this run folder's split ({held}); it is used, not the "
+                      f"configuration's {wanted} (write the run into another folder for a "
+                      "new split)", UserWarning, stacklevel=3)
 
 
 def fit_model_self_energies(dataset: MultiFidelityDataset, split: Split,
