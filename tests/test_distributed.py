@@ -154,3 +154,11 @@ def test_steps_per_epoch_walks_through_successive_passes():
         assert sorted(order.tolist()) == list(range(10))
         assert np.array_equal(order, np.concatenate(source.pass_plan(k)))
     assert not np.array_equal(passes[0], passes[1])  # reshuffled every pass
+
+
+def test_commands_other_than_train_refuse_several_processes(monkeypatch, capsys):
+    from mfgnn.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["evaluate", "no-such-run"]) == 2
+    assert "runs in one process" in capsys.readouterr().err

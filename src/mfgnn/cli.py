@@ -40,9 +40,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands that run as one rank of a ``torchrun`` job; the others would repeat the whole
+#: job in every process, all writing the same files.
+DISTRIBUTED_COMMANDS = ("train",)
+
+
+def check_launch(command: str) -> None:
+    """ConfigError for a command other than ``train`` started by ``torchrun`` with
+    several processes."""
+    import os
+
+    from .errors import ConfigError
+
+    if command not in DISTRIBUTED_COMMANDS and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise ConfigError(f"`mfgnn {command}` runs in one process; of the commands only "
+                          "`mfgnn train` runs under torchrun with several processes")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_launch(args.command)
         return _command(args.command).run(args)
     except MfgnnError as exc:
         if args.debug:
