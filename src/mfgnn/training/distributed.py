@@ -75,9 +75,16 @@ class Distributed:
 
     # ------------------------------------------------------------------ collectives
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
-        """All-reduce ``tensor`` in place (sum over ranks); returns it."""
+        """All-reduce ``tensor`` in place (sum over ranks); returns it. A tensor that is
+        not where the backend reduces (a CPU tensor under NCCL) goes there and back."""
         if self.enabled:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            where = _collective_device()
+            if tensor.device == where:
+                dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            else:
+                moved = tensor.to(where)
+                dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+                tensor.copy_(moved)
         return tensor
 
     def sum_statistics(self, stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -228,3 +235,17 @@ def kill_for_test(dist_info: Distributed, epoch: int) -> None:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def empty_share(model, device) -> tuple[dict, object, torch.Tensor]:
+    """Model outputs, labels and hierarchicality of an empty share of a global batch:
+    every loss statistic of it is zero, with the same keys as a real share's, so the
+    rank still takes part in the loss's all-reduce."""
+    from types import SimpleNamespace
+
+    n = len(model.fidelities)
+    out = {"energy": torch.zeros(0, n, dtype=torch.float64, device=device),
+           "forces": torch.zeros(0, n, 3, dtype=model.dtype, device=device)}
+    batch = SimpleNamespace(energy=out["energy"], forces=out["forces"], num_nodes=0,
+                            batch=torch.zeros(0, dtype=torch.long, device=device))
+    return out, batch, torch.zeros(n, dtype=model.dtype, device=device)

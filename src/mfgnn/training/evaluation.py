@@ -16,7 +16,7 @@ from ..loss import MultiFidelityLoss
 from ..metrics import MetricAccumulator
 from ..model_file import load_model
 from .batches import BatchSource
-from .distributed import SINGLE, Distributed
+from .distributed import SINGLE, Distributed, empty_share
 
 
 def evaluate_model(model, batches, loss_fn: MultiFidelityLoss | None = None,
@@ -37,8 +37,6 @@ def evaluate_model(model, batches, loss_fn: MultiFidelityLoss | None = None,
             all ranks and every rank's errors are gathered, so every rank returns the
             figures of the whole set.
     """
-    from .trainer import empty_outputs
-
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -51,7 +49,7 @@ def evaluate_model(model, batches, loss_fn: MultiFidelityLoss | None = None,
         has_forces = bool(dist.any_(local.cpu())[0])
         with_forces = set(range(n_fid)) if has_forces else set()
         if batch is None:
-            out, batch, hier = empty_outputs(model, device)
+            out, batch, hier = empty_share(model, device)
         else:
             batch = batch.to(device)
             out = model(batch, forces=has_forces)

@@ -4,6 +4,7 @@ validation errors, the learning rate, and elapsed / remaining time."""
 from __future__ import annotations
 
 import sys
+import time
 
 #: Default progress stream: ``sys.stderr`` as it is when a line is written (not when
 #: this module was imported, so redirecting or capturing stderr later works).
@@ -66,8 +67,6 @@ class StepProgress:
         self._epoch, self._start, self._last = None, 0.0, 0.0
 
     def __call__(self, trainer, k: int, n: int) -> None:
-        import time
-
         now = time.monotonic()
         if self._epoch != trainer.epoch:
             self._epoch, self._start, self._last = trainer.epoch, now, now

@@ -24,7 +24,7 @@ import torch
 from ..errors import ConfigError, MfgnnError
 from .batches import BatchSource, TrainingData
 from .config import TrainConfig
-from .distributed import SINGLE, Distributed, kill_for_test
+from .distributed import SINGLE, Distributed, empty_share, kill_for_test
 from .ema import ExponentialMovingAverage
 from .evaluation import evaluate_model
 from .progress import STDERR, say
@@ -139,7 +139,7 @@ class Trainer:
         force_fids = self.loss_fn.needs_forces(batch, flags)
         with_forces = {self.model.fidelity_index(f) for f in force_fids}
         if batch is None:
-            stats = self.loss_fn.statistics(*empty_outputs(self.model, self.device),
+            stats = self.loss_fn.statistics(*empty_share(self.model, self.device),
                                             with_forces=with_forces)
         else:
             out = self.model(batch, forces=force_fids or False, training=True)
@@ -178,7 +178,7 @@ class Trainer:
         shared = torch.zeros(n + 1, dtype=torch.float64)
         shared[:n] = local.to(torch.float64)
         shared[n] = self.elapsed() if self.dist.is_main else 0.0
-        shared = self.dist.sum_(shared.to(_collective_device(self.device))).cpu()
+        shared = self.dist.sum_(shared)
         return shared[:n] > 0, float(shared[n])
 
     def _trained_parameters(self) -> list:
@@ -346,24 +346,3 @@ class Trainer:
         self._elapsed_before, self.step = elapsed, step
         say(self.log, f"resumed {self.folder.path} after epoch {self.epoch}")
 
-
-def empty_outputs(model, device) -> tuple[dict, object]:
-    """Model outputs and labels of an empty share of a global batch: every loss
-    statistic of it is zero, with the same keys as a real share's."""
-    from types import SimpleNamespace
-
-    n = len(model.fidelities)
-    out = {"energy": torch.zeros(0, n, dtype=torch.float64, device=device),
-           "forces": torch.zeros(0, n, 3, dtype=model.dtype, device=device)}
-    batch = SimpleNamespace(energy=out["energy"], forces=out["forces"], num_nodes=0,
-                            batch=torch.zeros(0, dtype=torch.long, device=device))
-    return out, batch, torch.zeros(n, dtype=model.dtype, device=device)
-
-
-def _collective_device(device: torch.device) -> torch.device:
-    """Where a collective's tensor lives: the CUDA device under NCCL, else the CPU."""
-    import torch.distributed as torch_dist
-
-    if torch_dist.is_initialized() and torch_dist.get_backend() == "nccl":
-        return device
-    return torch.device("cpu")
