@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""Choose the training defaults on *validation* rows: loss weights, batch size, learning rate.
+
+For each data set (``--sets``) and each candidate setting (``--points``), trains the
+oracle SF-high/EF and MF-low/EF-high/E (one head mode per set) with ``mfgnn experiment``
+at the 90 s default budget, then scores the high level on the **validation split** of the
+run (the 200 rows the trainer used for model selection, whose high-level forces were
+never trained by the MF model): force RMSE, all rows and, on wide-range data, within 5 eV
+of the minimum. The test split is left alone: the test figures of the chosen default are
+measured afterwards with ``mfgnn experiment`` and ``benchmarks/hard_data.py``.
+
+Sets: ``h2co`` (MP2 → CCSD(T)-F12), ``hcooh`` (MP2 → CCSD(T)-F12), ``widerange`` (H2O2
+RHF → MP2), ``ethanol`` (rMD17 PBE → MD17). Points: ``base`` (the presets), ``ew<k>``
+(``loss.energy_weight: k``), ``hw<k>`` (``loss.hierarchicality_weight: k``), ``bs<k>``
+(``train.batch_size: k``), ``lr<k>`` (``train.lr: k``), joined with ``+``
+(``ew4+bs16``). Re-running with the same ``--out`` reuses finished runs.
+
+    python benchmarks/choose_defaults.py --out runs/defaults --sets h2co,widerange \\
+        --points base,ew4,ew16
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import _common
+from hard_data import NEW, run_quietly
+
+from mfgnn.data import Split, load_dataset
+from mfgnn.experiment import ExperimentSettings
+from mfgnn.experiment.baselines import level_references
+from mfgnn.experiment.metrics import Predictions, score
+from mfgnn.experiment.predict import predict
+from mfgnn.model_file import load_model
+
+#: set name → (spec recipe, spec file, low, high, head mode, train/valid/test sizes)
+SETS = {
+    "h2co": ("shared_mp2_ccsdt", "h2co.yaml", "mp2", "f12", "independent", (1000, 200, 1000)),
+    "hcooh": ("shared_mp2_ccsdt", "hcooh.yaml", "mp2", "f12", "delta", (1000, 200, 1000)),
+    "widerange": ("shared_widerange", "h2o2_widerange.yaml", "hf", "mp2", "independent",
+                  (1000, 200, 1000)),
+    "ethanol": ("rmd17", "rmd17_ethanol_train_01.yaml", "pbe", "md17", "delta",
+                (700, 100, 200)),
+}
+#: point prefix → (section, key, type)
+KNOBS = {"ew": ("loss", "energy_weight", float), "hw": ("loss", "hierarchicality_weight",
+                                                         float),
+         "bs": ("train", "batch_size", int), "lr": ("train", "lr", float)}
+
+
+def point_config(point: str) -> dict:
+    """The base configuration of a point name (see the module docstring)."""
+    config = copy.deepcopy(NEW)
+    config.setdefault("loss", {})
+    if point == "base":
+        return config
+    for part in point.split("+"):
+        prefix = next((p for p in KNOBS if part.startswith(p)), None)
+        if prefix is None:
+            raise SystemExit(f"unknown point part {part!r}: base or {', '.join(KNOBS)}<k>")
+        section, key, kind = KNOBS[prefix]
+        config[section][key] = kind(part[len(prefix):])
+    return config
+
+
+def write_spec(name: str, out: Path) -> Path:
+    recipe, filename = SETS[name][:2]
+    spec_dir = out / "specs"
+    if not (spec_dir / filename).is_file():
+        sys.path.insert(0, str(_common.REPO / "data_recipes"))
+        module = __import__(recipe)
+        folder = {"shared_mp2_ccsdt": "mp2_ccsdt", "shared_widerange": "widerange",
+                  "rmd17": "rmd17"}[recipe]
+        if recipe == "shared_widerange":
+            module.write_spec(_common.shared_data(folder), spec_dir, check=False)
+        else:
+            module.write_specs(_common.shared_data(folder), spec_dir, check=False)
+    return spec_dir / filename
+
+
+def validation_scores(out: Path, spec: Path, high: str, cutoff: float) -> dict[str, list]:
+    """High-level force RMSE (meV/Å) on the validation rows, all and < 5 eV above the
+    minimum, for every seed of every experiment under ``out/runs``."""
+    split = Split.load(out / "split.json")
+    rows = np.asarray(split.valid)
+    dataset = load_dataset(spec, cutoff=cutoff)
+    refs = level_references(dataset, rows)
+    scores: dict[str, list] = {}
+    for model_path in sorted((out / "runs").glob("*/seed*/model.pt")):
+        model = load_model(model_path)
+        energy, forces = predict(model, dataset, rows)
+        t = list(model.fidelities).index(high)
+        result = score(Predictions(energy[:, t], forces[:, t]), *refs.of(high), refs.groups,
+                       refs.n_atoms)
+        low_bins = [b for b in result["by_energy"] if float(b.split("-")[0]) < 5]
+        sq = sum(result["by_energy"][b]["forces_rmse"] ** 2 *
+                 result["by_energy"][b]["n_structures"] for b in low_bins)
+        n = sum(result["by_energy"][b]["n_structures"] for b in low_bins)
+        scores.setdefault(model_path.parent.parent.name, []).append(
+            (result["forces_rmse"], (sq / n) ** 0.5 if n else float("nan")))
+    return scores
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--sets", default="h2co,hcooh,widerange")
+    p.add_argument("--points", default="base,ew4,ew16")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--max-time", type=float, default=NEW["train"]["max_time"])
+    args = p.parse_args(argv)
+    _common.set_threads(1)
+    lines = []
+    for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
+        _, _, low, high, heads, (n_train, n_valid, n_test) = SETS[name]
+        spec = write_spec(name, args.out)
+        experiments = (f"SF-{high}/EF", f"MF-{low}/EF-{high}/E[{heads}]")
+        for point in [s.strip() for s in args.points.split(",") if s.strip()]:
+            out = args.out / name / point
+            settings = ExperimentSettings(
+                data=str(spec), low=low, high=high, train=n_train, valid=n_valid,
+                test=n_test, out=out, seeds=args.seeds, base=point_config(point),
+                max_time=args.max_time, heads=(heads,), experiments=experiments)
+            run_quietly(settings)
+            for exp, values in validation_scores(
+                    out, spec, high, NEW["model"]["cutoff"]).items():
+                every = np.array(values)
+                lines.append(f"{name:<10}{point:<14}{exp:<32}{every[:, 0].mean():>10.1f}"
+                             f"{every[:, 1].mean():>10.1f}   "
+                             + " ".join(f"{v:.1f}" for v in every[:, 0]))
+            print_lines(lines)
+    return 0
+
+
+def print_lines(lines: list[str]) -> None:
+    print(f"\nhigh-level force RMSE on the validation split (meV/Å), mean over seeds\n"
+          f"{'set':<10}{'point':<14}{'experiment':<32}{'all':>10}{'< 5 eV':>10}   seeds",
+          flush=True)
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
