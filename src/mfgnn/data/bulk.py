@@ -106,12 +106,8 @@ def _read_levels(dataset: MultiFidelityDataset, rows: np.ndarray, forces: set[in
     z = np.zeros(ptr[-1], dtype=np.int64)
     pos = np.zeros((ptr[-1], 3), dtype=np.float32)
     out_f = np.full((ptr[-1], n_fid, 3), np.nan, dtype=np.float32) if forces else None
-    blocks, offsets = dataset._blocks, dataset._offsets  # noqa: SLF001 (no bulk accessor)
-    for b in np.unique(dataset.dataset_index[rows]):
-        where = np.flatnonzero(dataset.dataset_index[rows] == b)
-        local = rows[where] - offsets[b]
+    for frames, columns, where, local in dataset.row_blocks(rows):
         dest, _ = atom_index(ptr, where)
-        frames = blocks[b].frames
         if isinstance(frames, InMemoryFrames):
             src, _ = atom_index(frames.ptr, local)
             z[dest], pos[dest] = frames.z[src], frames.pos[src]
@@ -119,7 +115,7 @@ def _read_levels(dataset: MultiFidelityDataset, rows: np.ndarray, forces: set[in
             for w, j in zip(where, local):
                 zj, pj = frames.geometry(int(j))
                 z[ptr[w]:ptr[w + 1]], pos[ptr[w]:ptr[w + 1]] = zj, pj
-        for fr, fid, k in dataset._columns[b]:  # noqa: SLF001
+        for fr, fid, k in columns:
             if k not in forces:
                 continue
             ok = dataset.has_force_rows[rows[where], k]

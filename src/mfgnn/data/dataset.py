@@ -178,6 +178,13 @@ class MultiFidelityDataset(Dataset):
         b, j = self._locate(i)
         return self._blocks[b].frames.geometry(j)
 
+    def row_blocks(self, rows: Rows):
+        """For bulk readers: yield, for each dataset block that ``rows`` touch, (its
+        geometry frames, its label columns as (frames, fidelity, dataset column k), the
+        positions in ``rows``, the block-local rows)."""
+        for b, where, local in group_rows(self.dataset_index, self._offsets, rows):
+            yield self._blocks[b].frames, self._columns[b], where, local
+
     def rows_of(self, name: str) -> np.ndarray:
         """(n_d,) int64 rows of the dataset called ``name``."""
         if name not in self.names:
