@@ -14,6 +14,9 @@ in RMSE, MAE and P99 (``yes``/``no`` per target), and on wide-range data the sam
 bin of energy above the minimum. Re-running with the same ``--out`` reuses finished runs.
 
     python benchmarks/lfhe_targets.py --out runs/targets --sets h2co-f12,widerange --seeds 3
+
+``--markdown FILE`` also writes one row per set (RMSE ± 95 % CI, MAE and P99 of the three
+models, the raw gap and the ratios) as the README's table.
 """
 
 from __future__ import annotations
@@ -130,15 +133,40 @@ def report(name: str, results: dict, rms: float) -> list[str]:
     return lines
 
 
+def markdown_row(name: str, results: dict) -> str:
+    """One README table row: force RMSE ± CI, MAE, P99 of SF-E / oracle / MF, the gap,
+    MF/SF-E and MF/oracle (RMSE)."""
+    exps, base = results["experiments"], results["baseline"]
+    cells = []
+    for exp in experiments_of(name):
+        high = exps[exp]["high"]
+        rmse = high["forces_rmse"]
+        cells.append(f"{rmse['mean']:.1f} ± {rmse['ci95']:.1f} / {high['forces_mae']['mean']:.1f}"
+                     f" / {high['forces_p99']['mean']:.0f}")
+    sf_e, oracle, mf = (exps[e]["high"]["forces_rmse"]["mean"] for e in experiments_of(name))
+    gap = (f"{base['forces_gap_rmse']:.1f} / {base['forces_gap_mae']:.1f} / "
+           f"{base['forces_gap_p99']:.0f}")
+    fids = results["fidelities"]
+    heads = SETS[name][5]
+    return (f"| {name} ({fids['low']} → {fids['high']}, {heads}) | " + " | ".join(cells)
+            + f" | {gap} | {mf / sf_e:.2f} | {mf / oracle:.2f} |")
+
+
+MARKDOWN_HEADER = ("| set (levels, MF heads) | SF-high/E | SF-high/EF (oracle) | MF-low/EF-high/E "
+                   "| raw gap | MF / SF-E | MF / oracle |\n|---|---|---|---|---|---|---|")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--sets", default=",".join(SETS), help=f"comma separated: {', '.join(SETS)}")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--max-time", type=float, default=NEW["train"]["max_time"])
+    p.add_argument("--markdown", type=Path, default=None, help="write the README table here")
     args = p.parse_args(argv)
     _common.set_threads(1)
     lines: list[str] = []
+    rows: list[str] = []
     for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
         if name not in SETS:
             raise SystemExit(f"unknown set {name!r}: {', '.join(SETS)}")
@@ -146,6 +174,10 @@ def main(argv=None) -> int:
         lines += report(name, results, force_rms(name, args.out, results))
         print("\n".join(lines), flush=True)
         lines = []
+        rows.append(markdown_row(name, results))
+    if args.markdown is not None:
+        args.markdown.write_text("\n".join([MARKDOWN_HEADER, *rows]) + "\n")
+        print(f"wrote {args.markdown}")
     return 0
 
 
