@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 from pathlib import Path
 
 import numpy as np
 
 import _common
 from hard_data import NEW, run_quietly
+from lfhe_targets import SETS as TARGET_SETS, write_spec
 
 from mfgnn.data import Split, load_dataset
 from mfgnn.experiment import ExperimentSettings
@@ -38,15 +38,9 @@ from mfgnn.experiment.metrics import Predictions, score
 from mfgnn.experiment.predict import predict
 from mfgnn.model_file import load_model
 
-#: set name → (spec recipe, spec file, low, high, head mode, train/valid/test sizes)
-SETS = {
-    "h2co": ("shared_mp2_ccsdt", "h2co.yaml", "mp2", "f12", "independent", (1000, 200, 1000)),
-    "hcooh": ("shared_mp2_ccsdt", "hcooh.yaml", "mp2", "f12", "delta", (1000, 200, 1000)),
-    "widerange": ("shared_widerange", "h2o2_widerange.yaml", "hf", "mp2", "independent",
-                  (1000, 200, 1000)),
-    "ethanol": ("rmd17", "rmd17_ethanol_train_01.yaml", "pbe", "md17", "delta",
-                (700, 100, 200)),
-}
+#: set name here → set of benchmarks/lfhe_targets.py (data, levels, head mode, sizes)
+SETS = {"h2co": "h2co-f12", "hcooh": "hcooh-f12", "widerange": "widerange",
+        "ethanol": "ethanol"}
 #: point prefix → (section, key, type)
 KNOBS = {"ew": ("loss", "energy_weight", float), "hw": ("loss", "hierarchicality_weight",
                                                          float),
@@ -66,21 +60,6 @@ def point_config(point: str) -> dict:
         section, key, kind = KNOBS[prefix]
         config[section][key] = kind(part[len(prefix):])
     return config
-
-
-def write_spec(name: str, out: Path) -> Path:
-    recipe, filename = SETS[name][:2]
-    spec_dir = out / "specs"
-    if not (spec_dir / filename).is_file():
-        sys.path.insert(0, str(_common.REPO / "data_recipes"))
-        module = __import__(recipe)
-        folder = {"shared_mp2_ccsdt": "mp2_ccsdt", "shared_widerange": "widerange",
-                  "rmd17": "rmd17"}[recipe]
-        if recipe == "shared_widerange":
-            module.write_spec(_common.shared_data(folder), spec_dir, check=False)
-        else:
-            module.write_specs(_common.shared_data(folder), spec_dir, check=False)
-    return spec_dir / filename
 
 
 def validation_scores(out: Path, spec: Path, high: str, cutoff: float) -> dict[str, list]:
@@ -117,8 +96,8 @@ def main(argv=None) -> int:
     _common.set_threads(1)
     lines = []
     for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
-        _, _, low, high, heads, (n_train, n_valid, n_test) = SETS[name]
-        spec = write_spec(name, args.out)
+        _, _, _, low, high, heads, (n_train, n_valid, n_test) = TARGET_SETS[SETS[name]]
+        spec = write_spec(SETS[name], args.out)
         experiments = (f"SF-{high}/EF", f"MF-{low}/EF-{high}/E[{heads}]")
         for point in [s.strip() for s in args.points.split(",") if s.strip()]:
             out = args.out / name / point
