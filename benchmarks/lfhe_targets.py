@@ -22,16 +22,14 @@ models, the raw gap and the ratios) as the README's table.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 import _common
 from hard_data import NEW, run_quietly
 
-from mfgnn.data import load_dataset
+from mfgnn.data import Split, load_dataset
 from mfgnn.experiment import ExperimentSettings
 
 #: set → (data recipe, its data folder, spec file, low, high, MF head mode, sizes)
@@ -85,24 +83,27 @@ def run_set(name: str, out: Path, seeds: int, max_time: float) -> dict:
     return run_quietly(settings)
 
 
-def force_rms(name: str, out: Path, results: dict) -> float:
+def force_rms(name: str, out: Path) -> float:
     """RMS of the high-level force labels of the test rows (meV/Å)."""
-    high = SETS[name][4]
-    spec = write_spec(name, out)
-    dataset = load_dataset(spec)
-    rows = json.loads((out / name / "split.json").read_text())["test"]
-    forces = np.concatenate([dataset[int(i)].forces.double().numpy()[:, dataset.fidelities
-                                                                       .index(high)]
-                             for i in rows])
-    return 1000.0 * float(np.sqrt(np.nanmean(forces ** 2)))
+    dataset = load_dataset(write_spec(name, out))
+    rows = Split.load(out / name / "split.json").test
+    return 1000.0 * float(dataset.force_rms(rows)[dataset.fidelities.index(SETS[name][4])])
 
 
 def check(mf: float, sf_e: float, oracle: float, gap: float) -> list[str]:
     return ["yes" if ok else "no" for ok in (mf <= 0.5 * sf_e, mf <= 1.3 * oracle, mf < gap)]
 
 
+def target_row(label: str, sf_e: float, oracle: float, mf: float, gap: float,
+               oracle_ok: str) -> str:
+    """One printed line: the three errors, the gap, the ratios and the targets."""
+    return (f"{label:<12}" + "".join(f"{c:>9.1f}" for c in (sf_e, oracle, mf, gap))
+            + f"{mf / sf_e:>9.2f}{mf / oracle:>8.2f}  "
+            + "".join(f"{c:<11}" for c in check(mf, sf_e, oracle, gap)) + oracle_ok)
+
+
 def report(name: str, results: dict, rms: float) -> list[str]:
-    sf_e, oracle, mf = experiments_of(name)
+    names = experiments_of(name)
     exps, base = results["experiments"], results["baseline"]
     lines = [f"\n{name}: {results['fidelities']['low']} → {results['fidelities']['high']}, "
              f"{results['sizes']['seeds']} seed(s), test {results['sizes']['test']} rows; "
@@ -110,25 +111,18 @@ def report(name: str, results: dict, rms: float) -> list[str]:
              f"{'metric':<12}{'SF-E':>9}{'oracle':>9}{'MF':>9}{'raw gap':>9}"
              f"{'MF/SF-E':>9}{'MF/orc':>8}  MF≤0.5SF-E MF≤1.3orc MF<gap orc<gap"]
     for metric in METRICS:
-        cells = [exps[e]["high"][metric]["mean"] for e in (sf_e, oracle, mf)]
+        a, o, m = (exps[e]["high"][metric]["mean"] for e in names)
         gap = base[metric.replace("forces", "forces_gap")]
-        a, o, m = cells
         oracle_ok = ("yes" if o < gap else "no") if gap > 0.02 * rms else "n/a"
-        lines.append(f"{metric:<12}" + "".join(f"{c:>9.1f}" for c in (*cells, gap))
-                     + f"{m / a:>9.2f}{m / o:>8.2f}  "
-                     + "".join(f"{c:<11}" for c in check(m, a, o, gap)) + oracle_ok)
+        lines.append(target_row(metric, a, o, m, gap, oracle_ok))
     bins = base.get("by_energy", {})
     if len(bins) > 1:
         lines.append("force RMSE by energy above the minimum (meV/Å):")
         for b, gap_bin in bins.items():
-            cells = [exps[e]["high"].get("by_energy", {}).get(b, {}).get(
-                "forces_rmse", {}).get("mean", float("nan")) for e in (sf_e, oracle, mf)]
+            a, o, m = (exps[e]["high"].get("by_energy", {}).get(b, {}).get(
+                "forces_rmse", {}).get("mean", float("nan")) for e in names)
             gap = gap_bin["forces_rmse"]
-            a, o, m = cells
-            lines.append(f"{b:<12}" + "".join(f"{c:>9.1f}" for c in (*cells, gap))
-                         + f"{m / a:>9.2f}{m / o:>8.2f}  "
-                         + "".join(f"{c:<11}" for c in check(m, a, o, gap))
-                         + ("yes" if o < gap else "no")
+            lines.append(target_row(b, a, o, m, gap, "yes" if o < gap else "no")
                          + f"   ({gap_bin['n_structures']} rows)")
     return lines
 
@@ -171,7 +165,7 @@ def main(argv=None) -> int:
         if name not in SETS:
             raise SystemExit(f"unknown set {name!r}: {', '.join(SETS)}")
         results = run_set(name, args.out, args.seeds, args.max_time)
-        lines += report(name, results, force_rms(name, args.out, results))
+        lines += report(name, results, force_rms(name, args.out))
         print("\n".join(lines), flush=True)
         lines = []
         rows.append(markdown_row(name, results))

@@ -24,7 +24,7 @@ codes can train side by side on two cores; a last call without ``--only`` prints
 table from the finished runs.
 
 needs ``pip install hippynn==0.1.3`` for the reference side (without it only mfgnn runs).
-hippynn trains through its own API (graph nodes, ``assemble_for_training``, ``Database``,
+hippynn trains through its own API in ``hippynn_training.py`` (graph nodes, ``Database``,
 ``setup_and_train``) with a ``PatienceController`` subclass that adds the time budget.
 Extra mfgnn settings: ``--mfgnn-option model.scale_targets=true`` (repeatable).
 Writes OUT/vs_hippynn.json; mfgnn's runs go to OUT/mfgnn (``run_experiment``, resumed if
@@ -38,15 +38,14 @@ import contextlib
 import csv
 import importlib.util
 import json
-import os
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from hippynn_training import HIPPYNN_HINT, hippynn, run_hippynn
 from _common import REPO, Table, add_split_arguments, set_threads, shared_data
 from mfgnn.data import Split, make_split
 from mfgnn.experiment import ExperimentSettings, run_experiment
@@ -62,11 +61,6 @@ EXPERIMENTS = {  # name: labels per level
 }
 NEAR_EV = 5.0  # "near the minimum": MP2 energy within this many eV of the test minimum
 MAX_EPOCHS = 1_000_000  # time budget (or patience) ends training, never the epoch count
-#: hippynn's schedule as in its examples: halve the rate after 8 epochs without
-#: improvement, stop after 30
-HIPPYNN_PLATEAU_PATIENCE = 8
-HIPPYNN_TERMINATION_PATIENCE = 30
-HIPPYNN_HINT = "pip install hippynn==0.1.3"
 NOTES = [
     "tensor order 0 (plain HIP-NN) in both codes for like-for-like; mfgnn's default "
     "preset (SMALL_MODEL) uses tensor order 1",
@@ -180,118 +174,6 @@ def run_mfgnn(args, base: dict, split: Split, out: Path, refs: dict) -> dict:
     return results
 
 
-# ---------------------------------------------------------------- hippynn
-os.environ.setdefault("HIPPYNN_USE_CUSTOM_KERNELS", "False")  # no triton/cupy/numba here
-os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")  # if --hippynn-kernels pytorch
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    try:
-        import hippynn
-        from hippynn.experiment.controllers import PatienceController
-    except ImportError:
-        hippynn = None
-
-if hippynn is not None:
-    class TimeBudgetController(PatienceController):
-        """hippynn's PatienceController that also ends training once ``max_time`` seconds
-        have passed since it was made (checked after every epoch, as mfgnn does).
-        Module level, since hippynn pickles the controller into its structure file."""
-
-        _state_vars = PatienceController._state_vars + ("max_time",)
-
-        def __init__(self, *a, max_time: float, **kw):
-            super().__init__(*a, **kw)
-            self.max_time, self.start = max_time, time.monotonic()
-
-        def push_epoch(self, epoch, better_model, metric, _print=print):
-            go_on = super().push_epoch(epoch, better_model, metric, _print=_print)
-            if time.monotonic() - self.start >= self.max_time:
-                _print(f"time budget of {self.max_time} s reached")
-                return False
-            return go_on
-
-
-def run_hippynn(args, labels: dict, data, split: Split, train_cfg: dict,
-                seed: int = 0) -> dict:
-    """Train one hippynn model as its examples do; returns its MP2 test predictions
-    (energies, forces), epochs and training seconds."""
-    import torch
-
-    from hippynn.experiment import SetupParams, assemble_for_training, setup_and_train
-    from hippynn.experiment.controllers import RaiseBatchSizeOnPlateau
-    from hippynn.graphs import Predictor, inputs, networks, physics, targets
-    from hippynn.graphs.nodes.loss import MAELoss, MSELoss
-    from hippynn.pretraining import hierarchical_energy_initialization
-
-    hippynn.custom_kernels.set_custom_kernels(args.hippynn_kernels)
-    hippynn.settings.PROGRESS = None
-    hippynn.settings.WARN_LOW_DISTANCES = False
-    torch.set_default_dtype(torch.float32)
-    torch.manual_seed(seed)
-    species = inputs.SpeciesNode(db_name="Z")
-    positions = inputs.PositionsNode(db_name="R")
-    network = networks.Hipnn("hipnn_model", (species, positions), module_kwargs={
-        "possible_species": [0, *sorted(set(int(z) for z in np.unique(data["Z"])))],
-        "n_features": 48, "n_sensitivities": 20, "dist_soft_min": args.soft_min,
-        "dist_soft_max": args.soft_max, "dist_hard_max": args.cutoff,
-        "n_interaction_layers": 2, "n_atom_layers": 2})
-    heads, losses, total = {}, {}, None
-    for level in (LOW, HIGH):  # SF: the MP2 head only; MF: an HF and an MP2 head
-        if level not in labels:
-            continue
-        henergy = targets.HEnergyNode(f"HEnergy_{level}", network,
-                                      module_kwargs={"first_is_interacting": False})
-        force = physics.GradientNode(f"forces_{level}", (henergy, positions), sign=-1)
-        henergy.mol_energy.db_name, force.db_name = f"E_{level}", f"F_{level}"
-        heads[level] = (henergy, force)
-        for what, node in (("energy", henergy), ("forces", force)):
-            if what in labels.get(level, ()):
-                rmse, mae = MSELoss.of_node(node) ** (1 / 2), MAELoss.of_node(node)
-                key = f"{'E' if what == 'energy' else 'F'}-{level}"
-                losses[f"{key}-RMSE"], losses[f"{key}-MAE"] = rmse, mae
-                total = rmse + mae if total is None else total + rmse + mae
-    losses["LossTotal"] = total  # hierarchicality weight 0 (the paper's code)
-    training_modules, db_info = assemble_for_training(losses["LossTotal"], losses)
-
-    keep = np.concatenate([split.train, split.valid, split.test])
-    arrays = {"indices": keep, "Z": data["Z"][keep].astype(np.int64),
-              "R": data["R"][keep].astype(np.float32)}
-    shift = {}
-    for level in (LOW, HIGH):  # a constant per level (one composition): float32-safe
-        shift[level] = float(np.mean(data[f"E_{level}"][split.train]))
-        arrays[f"E_{level}"] = (data[f"E_{level}"][keep] - shift[level]).astype(np.float32)
-        arrays[f"F_{level}"] = data[f"F_{level}"][keep].astype(np.float32)
-    database = hippynn.databases.Database(arrays, seed=seed, quiet=True, pin_memory=False,
-                                          **db_info)
-    database.make_explicit_split("test", torch.as_tensor(split.test))
-    database.make_explicit_split("valid", torch.as_tensor(split.valid))
-    database.split_the_rest("train")
-    for level in heads:
-        hierarchical_energy_initialization(heads[level][0], database, trainable_after=False)
-
-    optimizer = torch.optim.Adam(training_modules.model.parameters(), lr=args.lr)
-    scheduler = RaiseBatchSizeOnPlateau(optimizer=optimizer, max_batch_size=args.batch_size,
-                                        patience=HIPPYNN_PLATEAU_PATIENCE,
-                                        factor=train_cfg.get("scheduler_factor", 0.5))
-    controller = TimeBudgetController(
-        optimizer=optimizer, scheduler=scheduler, batch_size=args.batch_size,
-        eval_batch_size=args.batch_size, max_epochs=MAX_EPOCHS, stopping_key="LossTotal",
-        termination_patience=HIPPYNN_TERMINATION_PATIENCE, max_time=args.max_time)
-    tracker = setup_and_train(training_modules, database,
-                              SetupParams(controller=controller, device="cpu"))
-
-    henergy, force = heads[HIGH]
-    predictor = Predictor.from_graph(training_modules.model,
-                                     additional_outputs=[henergy.mol_energy, force])
-    test = split.test
-    out = predictor(Z=torch.as_tensor(data["Z"][test], dtype=torch.int64),
-                    R=torch.as_tensor(data["R"][test], dtype=torch.float32), batch_size=256)
-    energy = out[henergy.mol_energy].double().numpy().reshape(-1) + shift[HIGH]
-    forces = out[force].double().numpy()
-    return {"energy": energy, "forces": forces, "epochs": len(tracker.epoch_times),
-            "train_s": float(sum(tracker.epoch_times))}
-
-
 def hippynn_seed(args, name: str, labels: dict, data, split: Split, base: dict,
                  seed: int, out: Path, refs: dict) -> dict:
     """One hippynn run's test scores, trained now or read from its ``scores.json``."""
@@ -303,7 +185,8 @@ def hippynn_seed(args, name: str, labels: dict, data, split: Split, base: dict,
     print(f"hippynn: training {name}, seed {seed} ({args.max_time:g} s) ...", flush=True)
     with hippynn.tools.active_directory(str(folder)), \
             open(folder / "stdout.log", "w") as log, contextlib.redirect_stdout(log):
-        h = run_hippynn(args, labels, data, split, base["train"], seed)
+        h = run_hippynn(args, labels, data, split, base["train"], seed, LOW, HIGH,
+                        MAX_EPOCHS)
     r = score(h["energy"], refs["E"], h["forces"], refs["F"], refs["near"])
     r.update(epochs=h["epochs"], train_s=h["train_s"])
     kept.write_text(json.dumps(r, indent=1))
