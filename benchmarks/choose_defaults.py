@@ -12,7 +12,8 @@ measured afterwards with ``mfgnn experiment`` and ``benchmarks/hard_data.py``.
 Sets: ``h2co`` (MP2 → CCSD(T)-F12), ``hcooh`` (MP2 → CCSD(T)-F12), ``widerange`` (H2O2
 RHF → MP2), ``ethanol`` (rMD17 PBE → MD17). Points: ``base`` (the presets), ``ew<k>``
 (``loss.energy_weight: k``), ``hw<k>`` (``loss.hierarchicality_weight: k``), ``bs<k>``
-(``train.batch_size: k``), ``lr<k>`` (``train.lr: k``), joined with ``+``
+(``train.batch_size: k``), ``lr<k>`` (``train.lr: k``), ``sc<0|1>``
+(``model.scale_targets``), joined with ``+``
 (``ew4+bs16``). Re-running with the same ``--out`` reuses finished runs.
 
     python benchmarks/choose_defaults.py --out runs/defaults --sets h2co,widerange \\
@@ -44,7 +45,8 @@ SETS = {"h2co": "h2co-f12", "hcooh": "hcooh-f12", "widerange": "widerange",
 #: point prefix → (section, key, type)
 KNOBS = {"ew": ("loss", "energy_weight", float), "hw": ("loss", "hierarchicality_weight",
                                                          float),
-         "bs": ("train", "batch_size", int), "lr": ("train", "lr", float)}
+         "bs": ("train", "batch_size", int), "lr": ("train", "lr", float),
+         "sc": ("model", "scale_targets", lambda flag: bool(int(flag)))}
 
 
 def point_config(point: str) -> dict:

@@ -9,10 +9,11 @@ bin of energy above the minimum, next to the raw HF-vs-MP2 force gap:
 * ``old``: the presets before the hard-data work (soft range 0.75–5.5 Å, plateau schedule
   with early stopping, raw eV targets, no pair prior);
 * ``new``: the current presets (:mod:`mfgnn.presets`): sensitivity range chosen from the
-  training pair distances, target scales, a cosine schedule over the whole budget, the
-  ZBL pair prior;
-* ``new-no-<part>``: ``new`` without one of its parts (``auto``, ``scale``, ``cosine``,
-  ``zbl``), to see what each part does;
+  training pair distances, a cosine schedule over the whole budget, the ZBL pair prior;
+* ``new-no-<part>``: ``new`` without one of its parts (``auto``, ``cosine``, ``zbl``),
+  to see what each part does;
+* ``new+scale``: ``new`` with target scales (``model.scale_targets``; the presets had
+  them until the comparison with hippynn showed their cost);
 * ``new+level-forces``: ``new`` with ``loss.level_force_weight: 0.1``.
 
 Every recipe trains the oracle SF-mp2/EF and MF-hf/EF-mp2/E[independent] (plus
@@ -43,7 +44,6 @@ OLD = {"model": {**SMALL_MODEL, "soft_min": 0.75, "soft_max": 5.5, "scale_target
 NEW = {"model": dict(SMALL_MODEL), "train": dict(EXPERIMENT_TRAIN)}
 #: new-no-<part>: the setting that turns the part off.
 PARTS = {"auto": ("model", {"soft_min": 0.75}),
-         "scale": ("model", {"scale_targets": False}),
          "cosine": ("train", {"scheduler": "plateau", "patience": 30}),
          "zbl": ("model", {"zbl": False})}
 
@@ -58,9 +58,12 @@ def recipe(name: str) -> dict:
     if name == "new+level-forces":
         base["loss"] = {"level_force_weight": 0.1}
         return base
+    if name == "new+scale":
+        base["model"]["scale_targets"] = True
+        return base
     part = name.removeprefix("new-no-")
     if part not in PARTS:
-        raise SystemExit(f"unknown recipe {name!r}: old, new, new+level-forces or "
+        raise SystemExit(f"unknown recipe {name!r}: old, new, new+scale, new+level-forces or "
                          f"new-no-{{{','.join(PARTS)}}}")
     section, values = PARTS[part]
     base[section].update(values)

@@ -5,10 +5,12 @@ wanted: 48 features, 2 interaction blocks of 2 atom layers, 20 sensitivities, te
 order 1, shifted softplus, with the parts that make training hold far from equilibrium
 (measured by ``benchmarks/hard_data.py`` on the wide-range H2O2 set and checked on
 H2CO; see the README): the inner end of the sensitivity range chosen from the training
-pair distances (``soft_max: auto`` too was worse on H2CO energy-only training),
-targets in units of a scale fitted on the training labels, and the ZBL pair prior below
-0.8 Å. The budgets use a cosine schedule that ends at ``min_lr`` when the budget does,
-without early stopping (the best validation epoch is still the one kept).
+pair distances (``soft_max: auto`` too was worse on H2CO energy-only training) and the
+ZBL pair prior below 0.8 Å. Targets stay in eV (``scale_targets`` off): on the
+near-equilibrium sets the fitted scale is 0.97–1.33 and changed nothing measurable on
+validation rows; on H2O2 (σ = 12 eV/Å, set by the high-energy tail) it made the MF
+model's forces near the minimum worse in the comparison with hippynn. The budgets use
+a cosine schedule that ends at ``min_lr`` when the budget does, without early stopping (the best validation epoch is still the one kept).
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from __future__ import annotations
 SMALL_MODEL = {"n_features": 48, "n_interactions": 2, "n_atom_layers": 2,
                "n_sensitivities": 20, "cutoff": 6.5, "tensor_order": 1,
                "activation": "shifted_softplus", "soft_min": "auto", "soft_max": 5.5,
-               "scale_targets": True, "zbl": True, "zbl_inner": 0.5, "zbl_outer": 0.8}
+               "scale_targets": False, "zbl": True, "zbl_inner": 0.5, "zbl_outer": 0.8}
 
 #: ``mfgnn experiment``: 90 s of training per run (the whole matrix on one small
-#: molecule, 3 seeds, in about an hour on 2 CPU cores).
-EXPERIMENT_TRAIN = {"max_epochs": 300, "batch_size": 32, "lr": 2.0e-3, "patience": None,
+#: molecule, 3 seeds, in about an hour on 2 CPU cores). The learning rate was chosen on
+#: validation rows (``benchmarks/choose_defaults.py``, points lr1e-3 … lr8e-3): 4e-3
+#: lowered the oracle's force error on H2CO, HCOOH, H2O2 and ethanol and the MF model's
+#: on H2CO and HCOOH against 2e-3; 8e-3 was worse on H2CO.
+EXPERIMENT_TRAIN = {"max_epochs": 300, "batch_size": 32, "lr": 4.0e-3, "patience": None,
                     "scheduler": "cosine", "max_time": 90.0}
 
 #: ``mfgnn demo``: two models, at most 150 s each.
