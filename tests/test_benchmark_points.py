@@ -1,0 +1,44 @@
+"""The settings the default-choosing benchmarks train: a point name must change exactly the
+knobs it names, on top of the current presets."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from mfgnn.presets import EXPERIMENT_TRAIN, SMALL_MODEL  # noqa: E402
+
+
+def test_point_names_set_the_knobs_they_name_and_nothing_else():
+    from choose_defaults import point_config
+    base = point_config("base")
+    assert base["model"] == SMALL_MODEL and base["train"] == EXPERIMENT_TRAIN
+    previous = point_config("sc1+lr2e-3+ew4")
+    assert previous["model"]["scale_targets"] is True
+    assert previous["train"]["lr"] == pytest.approx(2e-3)
+    assert previous["loss"]["energy_weight"] == 4.0
+    assert point_config("sc0")["model"]["scale_targets"] is False
+    for key in SMALL_MODEL:
+        if key != "scale_targets":
+            assert previous["model"][key] == SMALL_MODEL[key]
+    assert point_config("base")["train"]["lr"] == EXPERIMENT_TRAIN["lr"]  # not mutated
+
+
+def test_unknown_point_part_is_named():
+    from choose_defaults import point_config
+    with pytest.raises(SystemExit, match="xy3"):
+        point_config("sc1+xy3")
+
+
+def test_hard_data_recipes_toggle_one_part():
+    from hard_data import recipe
+    assert recipe("new")["model"] == SMALL_MODEL
+    assert recipe("new+scale")["model"] == {**SMALL_MODEL, "scale_targets": True}
+    assert recipe("new-no-zbl")["model"] == {**SMALL_MODEL, "zbl": False}
+    assert recipe("old")["model"]["scale_targets"] is False
+    with pytest.raises(SystemExit, match="new-no-scale"):
+        recipe("new-no-scale")
