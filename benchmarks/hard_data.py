@@ -42,10 +42,13 @@ OLD = {"model": {**SMALL_MODEL, "soft_min": 0.75, "soft_max": 5.5, "scale_target
                  "zbl": False},
        "train": {**EXPERIMENT_TRAIN, "scheduler": "plateau", "patience": 30}}
 NEW = {"model": dict(SMALL_MODEL), "train": dict(EXPERIMENT_TRAIN)}
-#: new-no-<part>: the setting that turns the part off.
+#: new-no-<part>: the setting that turns a part of the presets off.
 PARTS = {"auto": ("model", {"soft_min": 0.75}),
          "cosine": ("train", {"scheduler": "plateau", "patience": 30}),
          "zbl": ("model", {"zbl": False})}
+#: new+<extra>: a setting added to the presets.
+EXTRAS = {"scale": ("model", {"scale_targets": True}),
+          "level-forces": ("loss", {"level_force_weight": 0.1})}
 
 
 def recipe(name: str) -> dict:
@@ -55,18 +58,14 @@ def recipe(name: str) -> dict:
     base = copy.deepcopy(NEW)
     if name == "new":
         return base
-    if name == "new+level-forces":
-        base["loss"] = {"level_force_weight": 0.1}
-        return base
-    if name == "new+scale":
-        base["model"]["scale_targets"] = True
-        return base
-    part = name.removeprefix("new-no-")
-    if part not in PARTS:
-        raise SystemExit(f"unknown recipe {name!r}: old, new, new+scale, new+level-forces or "
+    if name.startswith("new-no-") and name[len("new-no-"):] in PARTS:
+        section, values = PARTS[name[len("new-no-"):]]
+    elif name.startswith("new+") and name[len("new+"):] in EXTRAS:
+        section, values = EXTRAS[name[len("new+"):]]
+    else:
+        raise SystemExit(f"unknown recipe {name!r}: old, new, new+{{{','.join(EXTRAS)}}} or "
                          f"new-no-{{{','.join(PARTS)}}}")
-    section, values = PARTS[part]
-    base[section].update(values)
+    base.setdefault(section, {}).update(values)
     return base
 
 
