@@ -50,7 +50,7 @@ def run_config(spec: Path, folder: Path) -> Path:
         "loss": {"hierarchicality_weight": 0.01},
         "train": {"max_epochs": EPOCHS, "batch_size": 17, "eval_batch_size": 32,
                   "lr": 3.0e-3, "seed": 5, "scheduler": "cosine", "patience": None,
-                  "device": "cpu", "progress_every": 0},
+                  "device": "cpu", "progress_every": 0, "refit_energy_heads": True},
     }
     path = folder / "run.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -118,6 +118,14 @@ def test_only_rank_zero_writes_and_test_metrics_agree(runs):
     assert a["mp2"]["n_forces"] == b["mp2"]["n_forces"] > 0
     for key in ("energy_rmse", "forces_rmse", "forces_p99"):
         assert b["mp2"][key] == pytest.approx(a["mp2"][key], rel=1e-4)
+    # the energy-only level's head refit sums over both ranks' shares: the same choice
+    refit_one, refit_two = (json.loads((root / run / "head_refit.json").read_text())
+                            for run in ("one", "two"))
+    assert [r["fidelity"] for r in refit_one] == ["f12"]
+    assert refit_two[0]["lam"] == refit_one[0]["lam"]
+    assert refit_two[0]["n_train"] == refit_one[0]["n_train"] > 0
+    for key in ("valid_rmse_before", "valid_rmse_after"):
+        assert refit_two[0][key] == pytest.approx(refit_one[0][key], rel=1e-3)
 
 
 def test_killed_rank_resumes_without_losing_an_epoch(runs):

@@ -3,6 +3,9 @@ rates, replay, lineage, and the errors a user can make (on the shared H2CO data)
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -97,6 +100,29 @@ def test_frozen_groups_stay_bit_identical_and_groups_get_their_learning_rates(
     from mfgnn.model_file import read_model_file
     assert meta["base_sha256"] == read_model_file(base_run)["state_sha256"]
     assert meta["frozen_groups"] == ["blocks.0", "sensitivities"] and meta["new_levels"] == ["f12"]
+
+
+def test_refit_of_the_energy_only_level_after_fine_tuning(base_run, files, tmp_path):
+    """``train.refit_energy_heads`` in a fine-tuning run refits the new F12 level (trained
+    on energies only) at the end, leaves the MP2 level as the base has it, and the saved
+    model is the refitted one."""
+    config = _config(tmp_path, files, {"init_from": "mp2"}, epochs=1)
+    config.train = dataclasses.replace(config.train, refit_energy_heads=True)
+    trainer = build_finetune_trainer(base_run, config, tmp_path / "ft", log=None)
+    trainer.fit()
+    report = json.loads((tmp_path / "ft" / "head_refit.json").read_text())
+    assert [r["fidelity"] for r in report] == ["f12"]
+    assert report[0]["valid_rmse_after"] <= report[0]["valid_rmse_before"]
+    tuned = load_model(tmp_path / "ft")
+    before_refit = load_model(tmp_path / "ft")
+    before_refit.load_state_dict(trainer.best_state)  # the best weights, as trained
+    batch = Batch.from_data_list([trainer.data.valid.items()[i] for i in range(4)])
+    assert torch.allclose(tuned(batch.clone())["energy"][:, 0],
+                          before_refit(batch.clone())["energy"][:, 0], atol=1e-8)
+    errors = torch.cat([tuned(b)["energy"][:, 1] - b.energy[:, 1].double()
+                        for b in trainer.data.valid.batches()])
+    assert 1e3 * float(errors.square().mean().sqrt()) == pytest.approx(
+        report[0]["valid_rmse_after"], rel=1e-4)
 
 
 def test_replay_writes_old_level_errors_before_and_after(base_run, files, tmp_path):

@@ -24,6 +24,7 @@ from .config import TrainConfig
 from .distributed import (SINGLE, Distributed, restarted_by_torchrun, setup_distributed,
                           teardown_distributed)
 from .ema import ExponentialMovingAverage
+from .head_refit import MAX_ROWS, HeadRefitStep, energy_only_levels
 from .progress import STDERR, EpochProgress, StepProgress, say
 from .run_folder import RunFolder
 from .schedule import BudgetSchedule, PlateauScheduler
@@ -96,6 +97,24 @@ def build_data(setup: RunSetup, dist: Distributed = SINGLE,
                         source(setup.split.test, False))
 
 
+def head_refit_steps(setup: RunSetup, dist: Distributed = SINGLE,
+                     device: torch.device | str | None = None) -> list[HeadRefitStep]:
+    """With ``train.refit_energy_heads`` and levels trained on energies only: the
+    closed-form head refit at the end, on the training rows (a pass of the training
+    batches, or a sample of ``MAX_ROWS`` read on demand when the split is larger or an
+    epoch is not a whole pass)."""
+    s = setup.config.train
+    levels = energy_only_levels(setup.config.labels)
+    if not s.refit_energy_heads or not levels:
+        return []
+    rows = None
+    if s.steps_per_epoch is not None or len(setup.split.train) > MAX_ROWS:
+        rows = BatchSource(setup.dataset, sample_rows(setup.split.train, MAX_ROWS, s.seed),
+                           setup.columns, s.eval_batch_size, cache_limit=0, dist=dist,
+                           device=device)
+    return [HeadRefitStep(levels, setup.config.loss.per_atom_energy, rows)]
+
+
 def model_writer(setup: RunSetup):
     """``write_model(path, model, info)`` saving a self-describing ``model.pt``."""
     provenance = list(getattr(setup.dataset, "provenance", []))
@@ -142,7 +161,7 @@ def build_trainer(setup: RunSetup, out_dir: str | Path, resume: bool = False,
         settings,
         ema=ExponentialMovingAverage(model, settings.ema_decay) if settings.ema_decay > 0 else None,
         callbacks=[EpochProgress(setup.fidelities, log)], write_model=model_writer(setup),
-        device=device, log=log, dist=dist)
+        finishers=head_refit_steps(setup, dist, device), device=device, log=log, dist=dist)
     if settings.progress_every > 0:
         trainer.step_callbacks.append(StepProgress(settings.progress_every, log))
     if resume and folder.checkpoint.is_file():

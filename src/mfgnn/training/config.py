@@ -43,6 +43,13 @@ class TrainConfig:
     progress lines within an epoch (steps/s, structures/s, ETA). ``num_workers``
     processes make training batches ahead (from a pack's memory maps, for instance);
     0 makes them in the training process, which is fastest for small molecules.
+
+    ``refit_energy_heads`` (off by default): at the end, with the best weights loaded,
+    refit the linear heads of every level trained on energies only in closed form (ridge
+    around the trained weights on the training rows, strength chosen on the validation
+    energies; :mod:`mfgnn.training.head_refit`), and keep the trained heads unless the
+    refit lowers the validation energy error clearly. What it did is written to
+    ``head_refit.json``.
     """
 
     max_epochs: int = 500
@@ -69,6 +76,7 @@ class TrainConfig:
     valid_sample: int | None = None
     progress_every: float = 60.0
     num_workers: int = 0
+    refit_energy_heads: bool = False
 
     def __post_init__(self) -> None:
         w = "train."
@@ -91,6 +99,9 @@ class TrainConfig:
         check_number(self.ema_decay, w + "ema_decay", minimum=0)
         if self.ema_decay >= 1:
             raise ConfigError(f"train.ema_decay must be < 1 (0 turns it off), got {self.ema_decay}")
+        if not isinstance(self.refit_energy_heads, bool):
+            raise ConfigError(f"train.refit_energy_heads must be true or false, got "
+                              f"{self.refit_energy_heads!r}")
         check_choice(self.optimizer, OPTIMIZERS, "train", "optimizer")
         check_choice(self.scheduler, SCHEDULERS, "train", "scheduler")
         check_number(self.warmup, w + "warmup", minimum=0)

@@ -57,6 +57,9 @@ class Trainer:
             ``step_callbacks`` attribute's as ``callback(trainer, k, n)`` after step k of
             n of an epoch).
         write_model: ``write_model(path, model, info)`` saves the best model at the end.
+        finishers: called as ``finisher(trainer)`` at the end with the best weights
+            loaded, before the model is written (e.g. the closed-form head refit of
+            :mod:`mfgnn.training.head_refit`).
         device: where batches go.
         log: where messages go (default: the current stderr; None silences them).
         dist: this process's place in a distributed run (:mod:`.distributed`): batches
@@ -68,12 +71,14 @@ class Trainer:
                  data: TrainingData, folder: RunFolder, settings: TrainConfig,
                  ema: ExponentialMovingAverage | None = None,
                  callbacks: Sequence[Callable] = (), write_model: Callable | None = None,
-                 device: torch.device | str = "cpu", log=STDERR, dist: Distributed = SINGLE):
+                 finishers: Sequence[Callable] = (), device: torch.device | str = "cpu",
+                 log=STDERR, dist: Distributed = SINGLE):
         self.model, self.loss_fn = model, loss_fn
         self.optimizer, self.scheduler = optimizer, scheduler
         self.data, self.folder, self.settings = data, folder, settings
         self.ema, self.callbacks, self.write_model = ema, list(callbacks), write_model
         self.step_callbacks: list[Callable] = []  # callback(trainer, k, n_batches)
+        self.finishers = list(finishers)
         self.device, self.log = torch.device(device), log
         self.dist = dist
         self.epoch = 0
@@ -274,6 +279,8 @@ class Trainer:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         self.ema = None  # best_state already holds the averaged weights
+        for finisher in self.finishers:
+            finisher(self)
         if self.write_model is not None and self.dist.is_main:
             with write_errors(self.folder.model):
                 self.write_model(self.folder.model, self.model,
