@@ -10,11 +10,12 @@ of the minimum. The test split is left alone: the test figures of the chosen def
 measured afterwards with ``mfgnn experiment`` and ``benchmarks/hard_data.py``.
 
 Sets: ``h2co`` (MP2 → CCSD(T)-F12), ``hcooh`` (MP2 → CCSD(T)-F12), ``widerange`` (H2O2
-RHF → MP2), ``ethanol`` (rMD17 PBE → MD17). Points: ``base`` (the presets), ``ew<k>``
+RHF → MP2), ``ethanol``, ``toluene`` (rMD17 PBE → MD17). Points: ``base`` (the presets), ``ew<k>``
 (``loss.energy_weight: k``), ``hw<k>`` (``loss.hierarchicality_weight: k``), ``bs<k>``
 (``train.batch_size: k``), ``lr<k>`` (``train.lr: k``), ``sc<0|1>``
-(``model.scale_targets``), joined with ``+``
-(``ew4+bs16``). Re-running with the same ``--out`` reuses finished runs.
+(``model.scale_targets``), ``rf<0|1>`` (``train.refit_energy_heads``), ``eh<k>``
+(``loss.energy_weight: {high level: k}``, the other levels 1), joined with ``+``
+(``ew4+bs16``). ``--mf-only`` skips the oracle (for points that only touch the MF model). Re-running with the same ``--out`` reuses finished runs.
 
     python benchmarks/choose_defaults.py --out runs/defaults --sets h2co,widerange \\
         --points base,ew4,ew16
@@ -40,22 +41,27 @@ from mfgnn.experiment.predict import predict
 from mfgnn.model_file import load_model
 
 #: set name here → set of benchmarks/lfhe_targets.py (data, levels, head mode, sizes)
-SETS = {"h2co": "h2co-f12", "hcooh": "hcooh-f12", "widerange": "widerange",
+SETS = {"h2co": "h2co-f12", "hcooh": "hcooh-f12", "widerange": "widerange", "toluene": "toluene",
         "ethanol": "ethanol"}
 #: point prefix → (section, key, type)
 KNOBS = {"ew": ("loss", "energy_weight", float), "hw": ("loss", "hierarchicality_weight",
                                                          float),
          "bs": ("train", "batch_size", int), "lr": ("train", "lr", float),
-         "sc": ("model", "scale_targets", lambda flag: bool(int(flag)))}
+         "sc": ("model", "scale_targets", lambda flag: bool(int(flag))),
+         "rf": ("train", "refit_energy_heads", lambda flag: bool(int(flag)))}
 
 
-def point_config(point: str) -> dict:
-    """The base configuration of a point name (see the module docstring)."""
+def point_config(point: str, high: str = "high") -> dict:
+    """The base configuration of a point name (see the module docstring); ``high``: the
+    set's high level, for ``eh<k>``."""
     config = copy.deepcopy(NEW)
     config.setdefault("loss", {})
     if point == "base":
         return config
     for part in point.split("+"):
+        if part.startswith("eh"):
+            config["loss"]["energy_weight"] = {high: float(part[2:])}
+            continue
         prefix = next((p for p in KNOBS if part.startswith(p)), None)
         if prefix is None:
             raise SystemExit(f"unknown point part {part!r}: base or {', '.join(KNOBS)}<k>")
@@ -94,18 +100,20 @@ def main(argv=None) -> int:
     p.add_argument("--points", default="base,ew4,ew16")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--max-time", type=float, default=NEW["train"]["max_time"])
+    p.add_argument("--mf-only", action="store_true", help="train only the MF model")
     args = p.parse_args(argv)
     _common.set_threads(1)
     lines = []
     for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
         _, _, _, low, high, heads, (n_train, n_valid, n_test) = TARGET_SETS[SETS[name]]
         spec = write_spec(SETS[name], args.out)
-        experiments = (f"SF-{high}/EF", f"MF-{low}/EF-{high}/E[{heads}]")
+        experiments = (f"SF-{high}/EF", f"MF-{low}/EF-{high}/E[{heads}]")[
+            1 if args.mf_only else 0:]
         for point in [s.strip() for s in args.points.split(",") if s.strip()]:
             out = args.out / name / point
             settings = ExperimentSettings(
                 data=str(spec), low=low, high=high, train=n_train, valid=n_valid,
-                test=n_test, out=out, seeds=args.seeds, base=point_config(point),
+                test=n_test, out=out, seeds=args.seeds, base=point_config(point, high),
                 max_time=args.max_time, heads=(heads,), experiments=experiments)
             run_quietly(settings)
             for exp, values in validation_scores(

@@ -40,12 +40,14 @@ from mfgnn.presets import EXPERIMENT_TRAIN, SMALL_MODEL
 #: The presets before the hard-data work.
 OLD = {"model": {**SMALL_MODEL, "soft_min": 0.75, "soft_max": 5.5, "scale_targets": False,
                  "zbl": False},
-       "train": {**EXPERIMENT_TRAIN, "scheduler": "plateau", "patience": 30}}
+       "train": {**EXPERIMENT_TRAIN, "scheduler": "plateau", "patience": 30,
+                 "refit_energy_heads": False}}
 NEW = {"model": dict(SMALL_MODEL), "train": dict(EXPERIMENT_TRAIN)}
 #: new-no-<part>: the setting that turns a part of the presets off.
 PARTS = {"auto": ("model", {"soft_min": 0.75}),
          "cosine": ("train", {"scheduler": "plateau", "patience": 30}),
-         "zbl": ("model", {"zbl": False})}
+         "zbl": ("model", {"zbl": False}),
+         "refit": ("train", {"refit_energy_heads": False})}
 #: new+<extra>: a setting added to the presets.
 EXTRAS = {"scale": ("model", {"scale_targets": True}),
           "level-forces": ("loss", {"level_force_weight": 0.1})}

@@ -22,6 +22,10 @@ def test_point_names_set_the_knobs_they_name_and_nothing_else():
     assert previous["train"]["lr"] == pytest.approx(2e-3)
     assert previous["loss"]["energy_weight"] == 4.0
     assert point_config("sc0")["model"]["scale_targets"] is False
+    assert point_config("rf0")["train"] == {**EXPERIMENT_TRAIN, "refit_energy_heads": False}
+    high_weight = point_config("eh4+lr2e-3", "f12")
+    assert high_weight["loss"]["energy_weight"] == {"f12": 4.0}
+    assert high_weight["model"] == SMALL_MODEL
     for key in SMALL_MODEL:
         if key != "scale_targets":
             assert previous["model"][key] == SMALL_MODEL[key]
@@ -40,5 +44,7 @@ def test_hard_data_recipes_toggle_one_part():
     assert recipe("new+scale")["model"] == {**SMALL_MODEL, "scale_targets": True}
     assert recipe("new-no-zbl")["model"] == {**SMALL_MODEL, "zbl": False}
     assert recipe("old")["model"]["scale_targets"] is False
+    assert recipe("old")["train"]["refit_energy_heads"] is False
+    assert recipe("new-no-refit")["train"] == {**EXPERIMENT_TRAIN, "refit_energy_heads": False}
     with pytest.raises(SystemExit, match="new-no-scale"):
         recipe("new-no-scale")
