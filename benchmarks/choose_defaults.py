@@ -13,7 +13,8 @@ Sets: ``h2co`` (MP2 → CCSD(T)-F12), ``hcooh`` (MP2 → CCSD(T)-F12), ``wideran
 RHF → MP2), ``ethanol``, ``toluene`` (rMD17 PBE → MD17). Points: ``base`` (the presets), ``ew<k>``
 (``loss.energy_weight: k``), ``hw<k>`` (``loss.hierarchicality_weight: k``), ``bs<k>``
 (``train.batch_size: k``), ``lr<k>`` (``train.lr: k``), ``sc<0|1>``
-(``model.scale_targets``), ``rf<0|1>`` (``train.refit_energy_heads``), ``eh<k>``
+(``model.scale_targets``), ``rf<0|1>`` (``train.refit_energy_heads``), ``nf<k>``
+(``model.n_features``), ``eh<k>``
 (``loss.energy_weight: {high level: k}``, the other levels 1), joined with ``+``
 (``ew4+bs16``). ``--mf-only`` skips the oracle (for points that only touch the MF model). Re-running with the same ``--out`` reuses finished runs.
 
@@ -48,7 +49,8 @@ KNOBS = {"ew": ("loss", "energy_weight", float), "hw": ("loss", "hierarchicality
                                                          float),
          "bs": ("train", "batch_size", int), "lr": ("train", "lr", float),
          "sc": ("model", "scale_targets", lambda flag: bool(int(flag))),
-         "rf": ("train", "refit_energy_heads", lambda flag: bool(int(flag)))}
+         "rf": ("train", "refit_energy_heads", lambda flag: bool(int(flag))),
+         "nf": ("model", "n_features", int)}
 
 
 def point_config(point: str, high: str = "high") -> dict:
