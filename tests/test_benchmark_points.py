@@ -26,6 +26,7 @@ def test_point_names_set_the_knobs_they_name_and_nothing_else():
     high_weight = point_config("eh4+lr2e-3", "f12")
     assert high_weight["loss"]["energy_weight"] == {"f12": 4.0}
     assert high_weight["model"] == SMALL_MODEL
+    assert point_config("nf96")["model"] == {**SMALL_MODEL, "n_features": 96}
     for key in SMALL_MODEL:
         if key != "scale_targets":
             assert previous["model"][key] == SMALL_MODEL[key]
