@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 import _common
-from lfhe_targets import MARKDOWN_HEADER, SETS, experiments_of, markdown_row
+from lfhe_targets import SETS, experiments_of, markdown_row, write_markdown
 
 from mfgnn.data import Split, load_dataset
 from mfgnn.experiment.baselines import level_references
@@ -39,48 +39,55 @@ from mfgnn.training.head_refit import energy_only_levels, refit_energy_heads
 METRICS = ("forces_rmse", "forces_mae", "forces_p99")
 
 
-def scores_of(model, dataset, rows, high: str) -> dict:
-    """High-level errors of ``model`` on ``rows`` (test metrics and energy bins)."""
-    refs = level_references(dataset, rows)
+def scores_of(model, dataset, rows, refs, high: str) -> dict:
+    """High-level errors of ``model`` on ``rows`` (labels ``refs``): test metrics and
+    energy bins."""
     energy, forces = predict(model, dataset, rows)
     t = list(model.fidelities).index(high)
     return score(Predictions(energy[:, t], forces[:, t]), *refs.of(high), refs.groups,
                  refs.n_atoms)
 
 
-def refit_run(run: Path, high: str) -> dict:
+def refit_run(run: Path, dataset, split: Split, refs: dict, high: str) -> dict:
     """Scores of one run's saved model and of its refit, on the validation and test
-    rows, and the refit's report."""
+    rows (labels ``refs`` by split name), and the refit's report."""
     config = yaml.safe_load((run / "config.yaml").read_text())
     model = load_model(run / "model.pt")
-    split = Split.load(run / "split.json")
-    dataset = load_dataset(config["data"], cutoff=model.config.cutoff)
     columns = [dataset.fidelities.index(f) for f in model.fidelities]
     batches = {name: BatchSource(dataset, getattr(split, name), columns, 256)
                for name in ("train", "valid")}
-    out = {"before": {name: scores_of(model, dataset, getattr(split, name), high)
-                      for name in ("valid", "test")}}
+
+    def scores():
+        return {name: scores_of(model, dataset, getattr(split, name), refs[name], high)
+                for name in refs}
+
+    out = {"before": scores()}
     reports = refit_energy_heads(model, lambda: batches["train"].batches(),
                                  lambda: batches["valid"].batches(),
                                  energy_only_levels(config["labels"]),
                                  bool(config.get("loss", {}).get("per_atom_energy", False)))
-    out["after"] = {name: scores_of(model, dataset, getattr(split, name), high)
-                    for name in ("valid", "test")}
+    out["after"] = scores()
     out["reports"] = [r.to_dict() for r in reports]
     return out
 
 
 def refit_set(name: str, out: Path) -> dict:
-    """{experiment: [per-seed refit_run results]} of the SF-E and MF runs of a set."""
+    """{experiment: [per-seed refit_run results]} of the SF-E and MF runs of a set (one
+    split and one dataset for all of them)."""
     cache = out / name / "head_refit.json"
     if cache.is_file():
         return json.loads(cache.read_text())
     high = SETS[name][4]
     sf_e, _, mf = experiments_of(name)
-    result = {}
-    for exp in (sf_e, mf):
-        folder = out / name / "runs" / Experiment(exp, {}).folder
-        result[exp] = [refit_run(seed, high) for seed in sorted(folder.glob("seed*"))]
+    folders = {exp: sorted((out / name / "runs" / Experiment(exp, {}).folder).glob("seed*"))
+               for exp in (sf_e, mf)}
+    first = folders[sf_e][0]
+    data = yaml.safe_load((first / "config.yaml").read_text())["data"]
+    dataset = load_dataset(data, cutoff=load_model(first / "model.pt").config.cutoff)
+    split = Split.load(out / name / "split.json")
+    refs = {part: level_references(dataset, getattr(split, part)) for part in ("valid", "test")}
+    result = {exp: [refit_run(seed, dataset, split, refs, high) for seed in seeds]
+              for exp, seeds in folders.items()}
     cache.write_text(json.dumps(result, indent=1))
     return result
 
@@ -147,9 +154,7 @@ def main(argv=None) -> int:
         refit = refit_set(name, args.out)
         print("\n".join(report(name, refit, results)), flush=True)
         rows.append(markdown_row(name, refitted_results(results, refit)))
-    if args.markdown is not None:
-        args.markdown.write_text("\n".join([MARKDOWN_HEADER, *rows]) + "\n")
-        print(f"wrote {args.markdown}")
+    write_markdown(args.markdown, rows)
     return 0
 
 

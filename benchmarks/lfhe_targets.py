@@ -150,6 +150,13 @@ MARKDOWN_HEADER = ("| set (levels, MF heads) | SF-high/E | SF-high/EF (oracle) |
                    "| raw gap | MF / SF-E | MF / oracle |\n|---|---|---|---|---|---|---|")
 
 
+def write_markdown(path: Path | None, rows: list[str]) -> None:
+    """The README table (header and ``rows``) into ``path``, when given."""
+    if path is not None:
+        path.write_text("\n".join([MARKDOWN_HEADER, *rows]) + "\n")
+        print(f"wrote {path}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
@@ -169,9 +176,7 @@ def main(argv=None) -> int:
         print("\n".join(lines), flush=True)
         lines = []
         rows.append(markdown_row(name, results))
-    if args.markdown is not None:
-        args.markdown.write_text("\n".join([MARKDOWN_HEADER, *rows]) + "\n")
-        print(f"wrote {args.markdown}")
+    write_markdown(args.markdown, rows)
     return 0
 
 

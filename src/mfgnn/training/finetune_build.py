@@ -21,7 +21,7 @@ from .ema import ExponentialMovingAverage
 from .evaluation import check_elements, evaluate_model
 from .finetune import (FinetuneConfig, discriminative_groups, effective_head_rows, freeze,
                        set_effective_head_rows)
-from .head_refit import HeadRefitStep, energy_only_levels
+from .head_refit import refit_finishers
 from .progress import STDERR, EpochProgress, say
 from .run_folder import RunFolder
 from .setup import RunSetup, setup_run
@@ -119,15 +119,6 @@ def replay_source(ft: FinetuneConfig, base_path: Path, config: RunConfig, levels
             source(report, settings.eval_batch_size, False))
 
 
-def refit_steps(labels: dict[str, list[str]], config: RunConfig, settings) -> list:
-    """``train.refit_energy_heads``: the closed-form refit of the fine-tuned levels
-    trained on energies only (a level fine-tuned on F12 energies, say), at the end."""
-    levels = energy_only_levels(labels)
-    if not settings.refit_energy_heads or not levels:
-        return []
-    return [HeadRefitStep(levels, config.loss.per_atom_energy)]
-
-
 def build_finetune_trainer(base: str | Path, config: RunConfig, out_dir: str | Path,
                            resume: bool = False, log=STDERR) -> Trainer:
     """The trainer that fine-tunes the model at ``base`` (a run folder or a model file)
@@ -199,7 +190,8 @@ def build_finetune_trainer(base: str | Path, config: RunConfig, out_dir: str | P
         build_scheduler(optimizer, settings), data, folder, settings,
         ema=ExponentialMovingAverage(model, settings.ema_decay) if settings.ema_decay > 0 else None,
         callbacks=[EpochProgress(levels, log)], write_model=write_model,
-        finishers=refit_steps(labels, config, settings), device=device, log=log)
+        finishers=refit_finishers(labels, settings, config.loss.per_atom_energy),
+        device=device, log=log)
     trainer.replay_report, trainer.replay_before = report, None
     trainer.base_levels = base_model.fidelities
     if report is not None:  # the untrained copy predicts the base levels as the base does

@@ -128,26 +128,28 @@ def ridge_solution(A: np.ndarray, b: np.ndarray, penalised: np.ndarray, lam: flo
 
 
 def squared_error(sums: dict, j: int, delta: np.ndarray) -> float:
-    """Σ a (r − Φ·δ)² from the sums of column j."""
-    A, b, c = sums["A"][j].cpu().numpy(), sums["b"][j].cpu().numpy(), float(sums["c"][j])
+    """Σ a (r − Φ·δ)² from the (numpy) sums of column j."""
+    A, b, c = sums["A"][j], sums["b"][j], float(sums["c"][j])
     return max(c - 2.0 * float(b @ delta) + float(delta @ A @ delta), 0.0)
 
 
 def choose_delta(train: dict, valid: dict, j: int, penalised: np.ndarray,
                  tolerance: float = TOLERANCE) -> tuple[float | None, np.ndarray, float, float]:
-    """(λ, δ, validation RMSE before, after, meV) for column j by the rule of the module
-    docstring; λ None and δ = 0 when the trained head is kept."""
-    A, b = train["A"][j].cpu().numpy(), train["b"][j].cpu().numpy()
+    """(λ, δ, validation RMSE before, after, meV) for column j of the (numpy) sums by the
+    rule of the module docstring; λ None and δ = 0 when the trained head is kept."""
     n_valid = max(float(valid["n"][j]), 1.0)
 
     def rmse(delta):
         return 1e3 * math.sqrt(squared_error(valid, j, delta) / n_valid)
 
-    zero = np.zeros_like(b)
+    zero = np.zeros_like(train["b"][j])
     before = rmse(zero)
-    tried = [(lam, delta, rmse(delta)) for lam in LAMBDAS
-             for delta in [ridge_solution(A, b, penalised, lam)]]
-    tried = [item for item in tried if math.isfinite(item[2])]
+    tried = []
+    for lam in LAMBDAS:
+        delta = ridge_solution(train["A"][j], train["b"][j], penalised, lam)
+        err = rmse(delta)
+        if math.isfinite(err):
+            tried.append((lam, delta, err))
     if not tried:
         return None, zero, before, before
     best = min(err for _, _, err in tried)
@@ -186,8 +188,9 @@ def refit_energy_heads(model, train_batches, valid_batches, levels: list[str],
     model.eval()
     device = model.target_scale.device
     columns = [model.fidelities.index(name) for name in levels]
-    train = head_sums(model, train_batches(), columns, per_atom, dist, device)
-    valid = head_sums(model, valid_batches(), columns, per_atom, dist, device)
+    train, valid = ({k: v.cpu().numpy() for k, v in
+                     head_sums(model, batches(), columns, per_atom, dist, device).items()}
+                    for batches in (train_batches, valid_batches))
     penalised = np.ones(sum(model.heads.features), dtype=bool)
     penalised[:model.heads.features[0]] = False  # per-element offsets
     reports = []
@@ -201,6 +204,17 @@ def refit_energy_heads(model, train_batches, valid_batches, levels: list[str],
         reports.append(RefitReport(name, lam, before, after, n_train, n_valid))
     model.train(was_training)
     return reports
+
+
+def refit_finishers(labels: dict[str, list[str]], settings, per_atom: bool = False,
+                    train_rows=None) -> list:
+    """The trainer finishers of ``train.refit_energy_heads`` (``settings``): one
+    :class:`HeadRefitStep` over the levels of ``labels`` trained on energies only, or
+    none when the option is off or there is no such level."""
+    levels = energy_only_levels(labels)
+    if not settings.refit_energy_heads or not levels:
+        return []
+    return [HeadRefitStep(levels, per_atom, train_rows)]
 
 
 class HeadRefitStep:
