@@ -24,7 +24,7 @@ from .config import TrainConfig
 from .distributed import (SINGLE, Distributed, restarted_by_torchrun, setup_distributed,
                           teardown_distributed)
 from .ema import ExponentialMovingAverage
-from .head_refit import MAX_ROWS, HeadRefitStep, refit_finishers
+from .head_refit import MAX_ROWS, HeadRefitStep, energy_only_levels, refit_finishers
 from .progress import STDERR, EpochProgress, StepProgress, say
 from .run_folder import RunFolder
 from .schedule import BudgetSchedule, PlateauScheduler
@@ -102,14 +102,14 @@ def head_refit_steps(setup: RunSetup, dist: Distributed = SINGLE,
     """The closed-form head refit at the end (``train.refit_energy_heads``), on the
     training rows: a pass of the training batches, or a sample of ``MAX_ROWS`` read on
     demand when the split is larger or an epoch is not a whole pass."""
-    s = setup.config.train
+    s, labels = setup.config.train, setup.config.labels
     rows = None
-    if s.refit_energy_heads and (s.steps_per_epoch is not None
-                                 or len(setup.split.train) > MAX_ROWS):
+    if (s.refit_energy_heads and energy_only_levels(labels)
+            and (s.steps_per_epoch is not None or len(setup.split.train) > MAX_ROWS)):
         rows = BatchSource(setup.dataset, sample_rows(setup.split.train, MAX_ROWS, s.seed),
                            setup.columns, s.eval_batch_size, cache_limit=0, dist=dist,
                            device=device)
-    return refit_finishers(setup.config.labels, s, setup.config.loss.per_atom_energy, rows)
+    return refit_finishers(labels, s, setup.config.loss.per_atom_energy, rows)
 
 
 def model_writer(setup: RunSetup):
