@@ -144,3 +144,23 @@ def test_low_model_used_as_high_is_shifted_by_self_energies_of_the_training_spli
     assert result["high"]["energy_rmse"] == pytest.approx(expected["energy_gap_rmse"], rel=1e-9)
     assert result["high"]["forces_rmse"] == pytest.approx(expected["forces_gap_rmse"], rel=1e-9)
     assert result["high"]["energy_rmse"] > 45.0  # the 50 meV test-only offset is seen
+
+
+def test_config_sections_override_the_presets_key_by_key(tmp_path):
+    import yaml
+
+    from mfgnn.experiment.matrix import base_config
+    from mfgnn.presets import EXPERIMENT_TRAIN, SMALL_MODEL
+
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump({"model": {"n_features": 16},
+                                    "train": {"max_time": 180.0}}))
+    base = base_config(path)
+    assert base["train"] == {**EXPERIMENT_TRAIN, "max_time": 180.0}
+    assert base["train"]["lr"] == EXPERIMENT_TRAIN["lr"] and base["train"]["scheduler"] == "cosine"
+    assert base["model"] == {**SMALL_MODEL, "n_features": 16}
+    assert SMALL_MODEL["n_features"] == 48  # the presets themselves are not changed
+
+    path.write_text("train: 5\n")
+    with pytest.raises(ConfigError, match="base.yaml.*'train'.*mapping"):
+        base_config(path)

@@ -52,7 +52,9 @@ class ExperimentSettings:
         seeds: seeds per experiment.
         base: base run configuration: ``{"model": ..., "loss": ..., "train": ...}``
             (None: the small model and the 90 s budget of :mod:`mfgnn.presets`), or
-            the path of a YAML file with those sections; ``meta:``, ``delta:`` and
+            the path of a YAML file with those sections, whose keys override the
+            presets' key by key (``train: {max_time: 180}`` keeps the rest of the
+            preset ``train`` section); ``meta:``, ``delta:`` and
             ``finetune:`` set the Reptile, Δ and TL options
             (:class:`~mfgnn.experiment.paradigms.ParadigmOptions`).
         max_epochs, max_time: override ``train.max_epochs`` / ``train.max_time``.
@@ -91,7 +93,8 @@ class ExperimentSettings:
 
 def base_config(base: dict | str | Path | None) -> dict:
     """The model/loss/train sections every run starts from, and the staged paradigms'
-    option sections (see :attr:`ExperimentSettings.base`)."""
+    option sections (see :attr:`ExperimentSettings.base`). The ``model`` and ``train``
+    sections are the presets of :mod:`mfgnn.presets` updated with the given keys."""
     if base is None:
         return {"model": dict(SMALL_MODEL), "train": dict(EXPERIMENT_TRAIN)}
     if isinstance(base, dict):
@@ -108,8 +111,12 @@ def base_config(base: dict | str | Path | None) -> dict:
     unknown = set(values) - {*kept, "data", "labels", "split"}
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
-    base.setdefault("model", dict(SMALL_MODEL))
-    base.setdefault("train", dict(EXPERIMENT_TRAIN))
+    for section, preset in (("model", SMALL_MODEL), ("train", EXPERIMENT_TRAIN)):
+        given = base.get(section) or {}
+        if not isinstance(given, dict):
+            raise ConfigError(f"{path}: section {section!r} must be a mapping of options, "
+                              f"got {type(given).__name__}")
+        base[section] = {**preset, **given}  # the file's keys override the presets' keys
     return base
 
 
