@@ -16,7 +16,9 @@ RHF → MP2), ``ethanol``, ``toluene`` (rMD17 PBE → MD17). Points: ``base`` (t
 (``model.scale_targets``), ``rf<0|1>`` (``train.refit_energy_heads``), ``nf<k>``
 (``model.n_features``), ``eh<k>``
 (``loss.energy_weight: {high level: k}``, the other levels 1), joined with ``+``
-(``ew4+bs16``). ``--mf-only`` skips the oracle (for points that only touch the MF model). Re-running with the same ``--out`` reuses finished runs.
+(``ew4+bs16``). ``--mf-only`` skips the oracle (for points that only touch the MF model);
+``--energy-only`` trains only the energy-only baseline SF-high/E (for points that concern
+it). Re-running with the same ``--out`` reuses finished runs.
 
     python benchmarks/choose_defaults.py --out runs/defaults --sets h2co,widerange \\
         --points base,ew4,ew16
@@ -69,6 +71,8 @@ def point_config(point: str, high: str = "high") -> dict:
             raise SystemExit(f"unknown point part {part!r}: base or {', '.join(KNOBS)}<k>")
         section, key, kind = KNOBS[prefix]
         config[section][key] = kind(part[len(prefix):])
+        if section == "train":  # a named train knob applies to every run
+            config["energy_only"].pop(key, None)
     return config
 
 
@@ -102,7 +106,10 @@ def main(argv=None) -> int:
     p.add_argument("--points", default="base,ew4,ew16")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--max-time", type=float, default=NEW["train"]["max_time"])
-    p.add_argument("--mf-only", action="store_true", help="train only the MF model")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--mf-only", action="store_true", help="train only the MF model")
+    which.add_argument("--energy-only", action="store_true",
+                       help="train only the energy-only baseline SF-high/E")
     args = p.parse_args(argv)
     _common.set_threads(1)
     lines = []
@@ -111,6 +118,8 @@ def main(argv=None) -> int:
         spec = write_spec(SETS[name], args.out)
         experiments = (f"SF-{high}/EF", f"MF-{low}/EF-{high}/E[{heads}]")[
             1 if args.mf_only else 0:]
+        if args.energy_only:
+            experiments = (f"SF-{high}/E",)
         for point in [s.strip() for s in args.points.split(",") if s.strip()]:
             out = args.out / name / point
             settings = ExperimentSettings(

@@ -35,14 +35,16 @@ from pathlib import Path
 import _common
 
 from mfgnn.experiment import ExperimentSettings, run_experiment
+from mfgnn.experiment.matrix import base_config
 from mfgnn.presets import EXPERIMENT_TRAIN, SMALL_MODEL
 
-#: The presets before the hard-data work.
+#: The presets before the hard-data work (one learning rate for every run).
 OLD = {"model": {**SMALL_MODEL, "soft_min": 0.75, "soft_max": 5.5, "scale_targets": False,
                  "zbl": False},
-       "train": {**EXPERIMENT_TRAIN, "scheduler": "plateau", "patience": 30,
+       "train": {**EXPERIMENT_TRAIN, "lr": 2.0e-3, "scheduler": "plateau", "patience": 30,
                  "refit_energy_heads": False}}
-NEW = {"model": dict(SMALL_MODEL), "train": dict(EXPERIMENT_TRAIN)}
+#: The current presets of ``mfgnn experiment``, every section spelt out.
+NEW = base_config(None)
 #: new-no-<part>: the setting that turns a part of the presets off.
 PARTS = {"auto": ("model", {"soft_min": 0.75}),
          "cosine": ("train", {"scheduler": "plateau", "patience": 30}),

@@ -10,13 +10,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from mfgnn.presets import EXPERIMENT_TRAIN, SMALL_MODEL  # noqa: E402
+from mfgnn.presets import (  # noqa: E402
+    EXPERIMENT_ENERGY_ONLY_TRAIN, EXPERIMENT_TRAIN, SMALL_MODEL)
 
 
 def test_point_names_set_the_knobs_they_name_and_nothing_else():
     from choose_defaults import point_config
     base = point_config("base")
     assert base["model"] == SMALL_MODEL and base["train"] == EXPERIMENT_TRAIN
+    assert base["energy_only"] == EXPERIMENT_ENERGY_ONLY_TRAIN
+    assert point_config("lr1e-3")["energy_only"] == {}  # the knob is every run's
     previous = point_config("sc1+lr2e-3+ew4")
     assert previous["model"]["scale_targets"] is True
     assert previous["train"]["lr"] == pytest.approx(2e-3)

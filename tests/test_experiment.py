@@ -164,3 +164,34 @@ def test_config_sections_override_the_presets_key_by_key(tmp_path):
     path.write_text("train: 5\n")
     with pytest.raises(ConfigError, match="base.yaml.*'train'.*mapping"):
         base_config(path)
+
+
+def test_runs_without_forces_take_the_energy_only_train_keys(tmp_path):
+    import yaml
+
+    from mfgnn.experiment.matrix import ExperimentSettings, _run_config, base_config
+    from mfgnn.presets import EXPERIMENT_ENERGY_ONLY_TRAIN, EXPERIMENT_TRAIN
+
+    def lrs(base) -> dict:
+        settings = ExperimentSettings(data="x", low="mp2", high="f12", train=1, valid=1,
+                                      test=1, out=tmp_path)
+        plan = plan_experiments("mp2", "f12", True, True, ("delta",))
+        return {e.name: _run_config(base, tmp_path, tmp_path, e, 0, settings)["train"]["lr"]
+                for e in plan}
+
+    presets = lrs(base_config(None))
+    energy_only = {"SF-f12/E", "MF-mp2/E-f12/E[delta]"}
+    assert {n for n, lr in presets.items() if lr == EXPERIMENT_ENERGY_ONLY_TRAIN["lr"]} \
+        == energy_only
+    assert {lr for n, lr in presets.items() if n not in energy_only} == {EXPERIMENT_TRAIN["lr"]}
+
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump({"train": {"lr": 1e-3}}))  # a given lr is every run's
+    assert set(lrs(base_config(path)).values()) == {1e-3}
+    path.write_text(yaml.safe_dump({"train": {"lr": 1e-3}, "energy_only": {"lr": 5e-4}}))
+    given = lrs(base_config(path))
+    assert {given[n] for n in energy_only} == {5e-4}
+    assert {lr for n, lr in given.items() if n not in energy_only} == {1e-3}
+    path.write_text(yaml.safe_dump({"energy_only": {"lrr": 5e-4}}))
+    with pytest.raises(ConfigError, match="base.yaml.*energy_only.*lrr"):
+        base_config(path)

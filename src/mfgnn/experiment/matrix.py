@@ -17,6 +17,7 @@ Re-running with the same DIR skips finished runs and resumes interrupted ones.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -30,8 +31,9 @@ from ..data import Split, load_dataset, make_split
 from ..errors import ConfigError
 from ..fileio import write_json_atomic
 from ..model_file import load_model
-from ..presets import EXPERIMENT_TRAIN, SMALL_MODEL
+from ..presets import EXPERIMENT_ENERGY_ONLY_TRAIN, EXPERIMENT_TRAIN, SMALL_MODEL
 from ..training.build import train
+from ..training.config import TrainConfig
 from .baselines import LevelReferences, baselines, level_references, self_energy_shift
 from .metrics import Predictions, mean_ci95, score
 from .paradigms import OPTION_SECTIONS, ParadigmOptions, describe, train_paradigm
@@ -54,7 +56,8 @@ class ExperimentSettings:
             (None: the small model and the 90 s budget of :mod:`mfgnn.presets`), or
             the path of a YAML file with those sections, whose keys override the
             presets' key by key (``train: {max_time: 180}`` keeps the rest of the
-            preset ``train`` section); ``meta:``, ``delta:`` and
+            preset ``train`` section); ``energy_only:`` sets train keys of the runs
+            that see no forces (SF-high/E, MF-low/E-high/E); ``meta:``, ``delta:`` and
             ``finetune:`` set the Reptile, Δ and TL options
             (:class:`~mfgnn.experiment.paradigms.ParadigmOptions`).
         max_epochs, max_time: override ``train.max_epochs`` / ``train.max_time``.
@@ -91,12 +94,19 @@ class ExperimentSettings:
         check_paradigms(self.paradigms)
 
 
+#: Section of a base configuration with the train keys of the runs that see no forces.
+ENERGY_ONLY = "energy_only"
+
+
 def base_config(base: dict | str | Path | None) -> dict:
     """The model/loss/train sections every run starts from, and the staged paradigms'
     option sections (see :attr:`ExperimentSettings.base`). The ``model`` and ``train``
-    sections are the presets of :mod:`mfgnn.presets` updated with the given keys."""
+    sections are the presets of :mod:`mfgnn.presets` updated with the given keys; the
+    ``energy_only`` section holds the train keys of runs trained without forces
+    (:data:`~mfgnn.presets.EXPERIMENT_ENERGY_ONLY_TRAIN`, less the keys the given
+    ``train`` section sets, updated with a given ``energy_only`` section)."""
     if base is None:
-        return {"model": dict(SMALL_MODEL), "train": dict(EXPERIMENT_TRAIN)}
+        base = {}
     if isinstance(base, dict):
         values, path = copy.deepcopy(base), "base configuration"
     else:
@@ -106,23 +116,36 @@ def base_config(base: dict | str | Path | None) -> dict:
     if ignored:
         print(f"note: sections {', '.join(ignored)} of {path} are set by the experiment "
               "and ignored", file=sys.stderr)
-    kept = ("model", "loss", "train", *OPTION_SECTIONS)
+    kept = ("model", "loss", "train", ENERGY_ONLY, *OPTION_SECTIONS)
     base = {k: v for k, v in values.items() if k in kept}
     unknown = set(values) - {*kept, "data", "labels", "split"}
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
-    for section, preset in (("model", SMALL_MODEL), ("train", EXPERIMENT_TRAIN)):
-        given = base.get(section) or {}
-        if not isinstance(given, dict):
+    given = {}
+    for section in ("model", "train", ENERGY_ONLY):
+        given[section] = base.get(section) or {}
+        if not isinstance(given[section], dict):
             raise ConfigError(f"{path}: section {section!r} must be a mapping of options, "
-                              f"got {type(given).__name__}")
-        base[section] = {**preset, **given}  # the file's keys override the presets' keys
+                              f"got {type(given[section]).__name__}")
+    unknown = set(given[ENERGY_ONLY]) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise ConfigError(f"{path}: section {ENERGY_ONLY!r}: unknown train option(s) "
+                          f"{', '.join(sorted(unknown))}")
+    # the file's keys override the presets' keys; a train key it gives applies to every
+    # run, the energy-only runs' own preset for that key included
+    base["model"] = {**SMALL_MODEL, **given["model"]}
+    base["train"] = {**EXPERIMENT_TRAIN, **given["train"]}
+    base[ENERGY_ONLY] = {**{k: v for k, v in EXPERIMENT_ENERGY_ONLY_TRAIN.items()
+                            if k not in given["train"]}, **given[ENERGY_ONLY]}
     return base
 
 
 def _run_config(base: dict, spec: Path, split_path: Path, exp: Experiment, seed: int,
                 settings: ExperimentSettings) -> dict:
-    values = copy.deepcopy({k: v for k, v in base.items() if k not in OPTION_SECTIONS})
+    values = copy.deepcopy({k: v for k, v in base.items()
+                            if k not in (*OPTION_SECTIONS, ENERGY_ONLY)})
+    if not any("forces" in kinds for kinds in exp.labels.values()):
+        values["train"].update(base.get(ENERGY_ONLY, {}))
     values["data"] = str(spec)
     values["labels"] = exp.labels
     values["split"] = {"file": str(split_path)}
