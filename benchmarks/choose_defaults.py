@@ -17,8 +17,8 @@ RHF → MP2), ``ethanol``, ``toluene`` (rMD17 PBE → MD17). Points: ``base`` (t
 (``model.n_features``), ``eh<k>``
 (``loss.energy_weight: {high level: k}``, the other levels 1), joined with ``+``
 (``ew4+bs16``). ``--mf-only`` skips the oracle (for points that only touch the MF model);
-``--energy-only`` trains only the energy-only baseline SF-high/E (for points that concern
-it). Re-running with the same ``--out`` reuses finished runs.
+``--energy-only`` trains only the runs that see no forces, SF-high/E and
+MF-low/E-high/E (for points that concern them). Re-running with the same ``--out`` reuses finished runs.
 
     python benchmarks/choose_defaults.py --out runs/defaults --sets h2co,widerange \\
         --points base,ew4,ew16
@@ -109,7 +109,8 @@ def main(argv=None) -> int:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--mf-only", action="store_true", help="train only the MF model")
     which.add_argument("--energy-only", action="store_true",
-                       help="train only the energy-only baseline SF-high/E")
+                       help="train only the runs without forces: SF-high/E, "
+                            "MF-low/E-high/E")
     args = p.parse_args(argv)
     _common.set_threads(1)
     lines = []
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
         experiments = (f"SF-{high}/EF", f"MF-{low}/EF-{high}/E[{heads}]")[
             1 if args.mf_only else 0:]
         if args.energy_only:
-            experiments = (f"SF-{high}/E",)
+            experiments = (f"SF-{high}/E", f"MF-{low}/E-{high}/E[{heads}]")
         for point in [s.strip() for s in args.points.split(",") if s.strip()]:
             out = args.out / name / point
             settings = ExperimentSettings(
