@@ -18,7 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--valid", type=int, required=True, help="validation structures")
     p.add_argument("--test", type=int, required=True, help="test structures")
     p.add_argument("--seeds", type=int, default=3, help="seeds per experiment")
-    p.add_argument("--config", help="base run configuration (model, loss, train sections)")
+    p.add_argument("--config", help="base run configuration: model, loss and train sections "
+                   "(keys override the presets'), energy_only (train keys of the runs "
+                   "without forces), meta, delta, finetune")
     p.add_argument("--max-epochs", type=int, help="override train.max_epochs")
     p.add_argument("--max-time", type=float, help="seconds of training per run")
     p.add_argument("--heads", default="independent,delta,tethered",
