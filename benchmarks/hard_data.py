@@ -34,8 +34,7 @@ from pathlib import Path
 
 import _common
 
-from mfgnn.experiment import ExperimentSettings, run_experiment
-from mfgnn.experiment.matrix import base_config
+from mfgnn.experiment import ExperimentSettings, base_config, run_experiment
 from mfgnn.presets import EXPERIMENT_TRAIN, SMALL_MODEL
 
 #: The presets before the hard-data work (one learning rate for every run).

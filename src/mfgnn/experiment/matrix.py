@@ -17,7 +17,6 @@ Re-running with the same DIR skips finished runs and resumes interrupted ones.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import numpy as np
 import yaml
 
 from ..config import config_from_dict
+from ..config_checks import check_keys
 from ..data import Split, load_dataset, make_split
 from ..errors import ConfigError
 from ..fileio import write_json_atomic
@@ -127,10 +127,7 @@ def base_config(base: dict | str | Path | None) -> dict:
         if not isinstance(given[section], dict):
             raise ConfigError(f"{path}: section {section!r} must be a mapping of options, "
                               f"got {type(given[section]).__name__}")
-    unknown = set(given[ENERGY_ONLY]) - {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown:
-        raise ConfigError(f"{path}: section {ENERGY_ONLY!r}: unknown train option(s) "
-                          f"{', '.join(sorted(unknown))}")
+    check_keys(given[ENERGY_ONLY], TrainConfig, f"{path}: section {ENERGY_ONLY!r}")
     # the file's keys override the presets' keys; a train key it gives applies to every
     # run, the energy-only runs' own preset for that key included
     base["model"] = {**SMALL_MODEL, **given["model"]}
