@@ -10,12 +10,14 @@ of the minimum. The test split is left alone: the test figures of the chosen def
 measured afterwards with ``mfgnn experiment`` and ``benchmarks/hard_data.py``.
 
 Sets: ``h2co`` (MP2 → CCSD(T)-F12), ``hcooh`` (MP2 → CCSD(T)-F12), ``widerange`` (H2O2
-RHF → MP2), ``ethanol``, ``toluene`` (rMD17 PBE → MD17). Points: ``base`` (the presets), ``ew<k>``
+RHF → MP2), ``ethanol``, ``toluene`` (rMD17 PBE → MD17), and the other sets of
+``benchmarks/lfhe_targets.py`` by its names (``aspirin``, ``h2co-ccsdt``, ...). Points: ``base`` (the presets), ``ew<k>``
 (``loss.energy_weight: k``), ``hw<k>`` (``loss.hierarchicality_weight: k``), ``bs<k>``
 (``train.batch_size: k``), ``lr<k>`` (``train.lr: k``), ``sc<0|1>``
 (``model.scale_targets``), ``rf<0|1>`` (``train.refit_energy_heads``), ``nf<k>``
 (``model.n_features``), ``eh<k>``
-(``loss.energy_weight: {high level: k}``, the other levels 1), joined with ``+``
+(``loss.energy_weight: {high level: k}``, the other levels 1), ``el<k>`` (the same for the
+low level), joined with ``+``
 (``ew4+bs16``). ``--mf-only`` skips the oracle (for points that only touch the MF model);
 ``--energy-only`` trains only the runs that see no forces, SF-high/E and
 MF-low/E-high/E (for points that concern them). Re-running with the same ``--out`` reuses finished runs.
@@ -46,6 +48,7 @@ from mfgnn.model_file import load_model
 #: set name here → set of benchmarks/lfhe_targets.py (data, levels, head mode, sizes)
 SETS = {"h2co": "h2co-f12", "hcooh": "hcooh-f12", "widerange": "widerange", "toluene": "toluene",
         "ethanol": "ethanol"}
+SETS.update({name: name for name in TARGET_SETS if name not in SETS.values()})
 #: point prefix → (section, key, type)
 KNOBS = {"ew": ("loss", "energy_weight", float), "hw": ("loss", "hierarchicality_weight",
                                                          float),
@@ -55,16 +58,19 @@ KNOBS = {"ew": ("loss", "energy_weight", float), "hw": ("loss", "hierarchicality
          "nf": ("model", "n_features", int)}
 
 
-def point_config(point: str, high: str = "high") -> dict:
-    """The base configuration of a point name (see the module docstring); ``high``: the
-    set's high level, for ``eh<k>``."""
+def point_config(point: str, high: str = "high", low: str = "low") -> dict:
+    """The base configuration of a point name (see the module docstring); ``high`` and
+    ``low``: the set's levels, for ``eh<k>`` and ``el<k>``."""
     config = copy.deepcopy(NEW)
     config.setdefault("loss", {})
     if point == "base":
         return config
     for part in point.split("+"):
-        if part.startswith("eh"):
-            config["loss"]["energy_weight"] = {high: float(part[2:])}
+        if part[:2] in ("eh", "el"):
+            weights = config["loss"].get("energy_weight")
+            weights = dict(weights) if isinstance(weights, dict) else {}
+            weights[high if part[1] == "h" else low] = float(part[2:])
+            config["loss"]["energy_weight"] = weights
             continue
         prefix = next((p for p in KNOBS if part.startswith(p)), None)
         if prefix is None:
@@ -125,7 +131,7 @@ def main(argv=None) -> int:
             out = args.out / name / point
             settings = ExperimentSettings(
                 data=str(spec), low=low, high=high, train=n_train, valid=n_valid,
-                test=n_test, out=out, seeds=args.seeds, base=point_config(point, high),
+                test=n_test, out=out, seeds=args.seeds, base=point_config(point, high, low),
                 max_time=args.max_time, heads=(heads,), experiments=experiments)
             run_quietly(settings)
             for exp, values in validation_scores(

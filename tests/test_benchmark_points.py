@@ -29,6 +29,8 @@ def test_point_names_set_the_knobs_they_name_and_nothing_else():
     high_weight = point_config("eh4+lr2e-3", "f12")
     assert high_weight["loss"]["energy_weight"] == {"f12": 4.0}
     assert high_weight["model"] == SMALL_MODEL
+    both = point_config("eh4+el0.5", "f12", "mp2")["loss"]["energy_weight"]
+    assert both == {"f12": 4.0, "mp2": 0.5}
     assert point_config("nf96")["model"] == {**SMALL_MODEL, "n_features": 96}
     for key in SMALL_MODEL:
         if key != "scale_targets":
