@@ -195,3 +195,33 @@ def test_runs_without_forces_take_the_energy_only_train_keys(tmp_path):
     path.write_text(yaml.safe_dump({"energy_only": {"lrr": 5e-4}}))
     with pytest.raises(ConfigError, match="base.yaml.*energy_only.*lrr"):
         base_config(path)
+
+
+def test_lfhe_runs_take_the_presets_low_level_energy_weight(tmp_path):
+    import yaml
+
+    from mfgnn.config import config_from_dict
+    from mfgnn.experiment.matrix import ExperimentSettings, _run_config, base_config
+    from mfgnn.presets import EXPERIMENT_LFHE_LOW_ENERGY_WEIGHT
+
+    settings = ExperimentSettings(data="x", low="mp2", high="f12", train=1, valid=1,
+                                  test=1, out=tmp_path)
+    plan = plan_experiments("mp2", "f12", True, True, ("delta",),
+                            paradigms=("mfl", "tl", "delta"))
+
+    def weights(base) -> dict:
+        return {e.name: _run_config(base, tmp_path, tmp_path, e, 0, settings)["loss"]
+                .get("energy_weight") for e in plan}
+
+    presets = weights(base_config(None))
+    assert presets.pop("MF-mp2/EF-f12/E[delta]") == {"mp2": EXPERIMENT_LFHE_LOW_ENERGY_WEIGHT}
+    assert "MF-mp2/EF-f12/EF[delta]" in presets and "SF-f12/E" in presets
+    assert set(presets.values()) == {None}  # the other runs, staged paradigms included
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump({"loss": {"energy_weight": 2.0}}))  # given: every run's
+    assert set(weights(base_config(path)).values()) == {2.0}
+    lfhe = next(e for e in plan if e.name == "MF-mp2/EF-f12/E[delta]")
+    loss = config_from_dict(_run_config(base_config(None), tmp_path, tmp_path, lfhe, 0,
+                                        settings)).loss  # a valid run configuration
+    assert loss.weight("energy", "mp2") == EXPERIMENT_LFHE_LOW_ENERGY_WEIGHT
+    assert loss.weight("energy", "f12") == 1.0

@@ -31,7 +31,8 @@ from ..data import Split, load_dataset, make_split
 from ..errors import ConfigError
 from ..fileio import write_json_atomic
 from ..model_file import load_model
-from ..presets import EXPERIMENT_ENERGY_ONLY_TRAIN, EXPERIMENT_TRAIN, SMALL_MODEL
+from ..presets import (EXPERIMENT_ENERGY_ONLY_TRAIN, EXPERIMENT_LFHE_LOW_ENERGY_WEIGHT,
+                       EXPERIMENT_TRAIN, SMALL_MODEL)
 from ..training.build import train
 from ..training.config import TrainConfig
 from .baselines import LevelReferences, baselines, level_references, self_energy_shift
@@ -137,12 +138,24 @@ def base_config(base: dict | str | Path | None) -> dict:
     return base
 
 
+def is_lfhe(exp: Experiment, low: str, high: str) -> bool:
+    """Whether ``exp`` is a multi-fidelity run of the matrix (not a staged paradigm) that
+    trains the low level's forces and only the high level's energies (MF-low/EF-high/E),
+    the runs whose low-level energy weight the presets set."""
+    return (exp.paradigm == "mfl" and exp.multi_fidelity
+            and "forces" in exp.labels.get(low, ()) and "energy" in exp.labels.get(high, ())
+            and "forces" not in exp.labels.get(high, ()))
+
+
 def _run_config(base: dict, spec: Path, split_path: Path, exp: Experiment, seed: int,
                 settings: ExperimentSettings) -> dict:
     values = copy.deepcopy({k: v for k, v in base.items()
                             if k not in (*OPTION_SECTIONS, ENERGY_ONLY)})
     if not any("forces" in kinds for kinds in exp.labels.values()):
         values["train"].update(base.get(ENERGY_ONLY, {}))
+    loss = values["loss"] = dict(values.get("loss") or {})
+    if is_lfhe(exp, settings.low, settings.high) and "energy_weight" not in loss:
+        loss["energy_weight"] = {settings.low: EXPERIMENT_LFHE_LOW_ENERGY_WEIGHT}
     values["data"] = str(spec)
     values["labels"] = exp.labels
     values["split"] = {"file": str(split_path)}
