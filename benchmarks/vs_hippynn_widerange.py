@@ -53,7 +53,7 @@ from mfgnn.data import Split, make_split
 from mfgnn.experiment import ExperimentSettings, run_experiment
 from mfgnn.experiment.plan import Experiment
 from mfgnn.data.distances import auto_sensitivity_range, pair_distance_stats
-from mfgnn.presets import EXPERIMENT_TRAIN, SMALL_MODEL
+from mfgnn.presets import EXPERIMENT_LFHE_LOW_ENERGY_WEIGHT, EXPERIMENT_TRAIN, SMALL_MODEL
 
 FILE = "h2o2_hf_mp2.npz"
 LOW, HIGH = "hf", "mp2"
@@ -71,7 +71,8 @@ NOTES = [
     "mfgnn trains with its own recipe (mfgnn.presets: EMA, gradient clipping, "
     f"{EXPERIMENT_TRAIN.get('scheduler', 'plateau')} schedule over the budget, "
     f"{'target scales, ' if SMALL_MODEL.get('scale_targets') else ''}ZBL prior, relative "
-    "hierarchicality 0.01); hippynn as in its examples: Adam, "
+    "hierarchicality 0.01, the MF model's HF energies at weight "
+    f"{EXPERIMENT_LFHE_LOW_ENERGY_WEIGHT:g}); hippynn as in its examples: Adam, "
     "RaiseBatchSizeOnPlateau (max batch = batch size, i.e. LR x0.5 on plateau), "
     "PatienceController, RMSE+MAE losses, hierarchicality weight 0",
     "hippynn's message-passing kernels are set by --hippynn-kernels (default "
