@@ -11,16 +11,16 @@ measured afterwards with ``mfgnn experiment`` and ``benchmarks/hard_data.py``.
 
 Sets: ``h2co`` (MP2 → CCSD(T)-F12), ``hcooh`` (MP2 → CCSD(T)-F12), ``widerange`` (H2O2
 RHF → MP2), ``ethanol``, ``toluene`` (rMD17 PBE → MD17), and the other sets of
-``benchmarks/lfhe_targets.py`` by its names (``aspirin``, ``h2co-ccsdt``, ...). Points: ``base`` (the presets), ``ew<k>``
-(``loss.energy_weight: k``), ``hw<k>`` (``loss.hierarchicality_weight: k``), ``bs<k>``
-(``train.batch_size: k``), ``lr<k>`` (``train.lr: k``), ``sc<0|1>``
-(``model.scale_targets``), ``rf<0|1>`` (``train.refit_energy_heads``), ``nf<k>``
-(``model.n_features``), ``eh<k>``
-(``loss.energy_weight: {high level: k}``, the other levels 1), ``el<k>`` (the same for the
-low level), joined with ``+``
-(``ew4+bs16``). ``--mf-only`` skips the oracle (for points that only touch the MF model);
-``--energy-only`` trains only the runs that see no forces, SF-high/E and
-MF-low/E-high/E (for points that concern them). Re-running with the same ``--out`` reuses finished runs.
+``benchmarks/lfhe_targets.py`` by its names (``aspirin``, ``h2co-ccsdt``, ...).
+Points: ``base`` (the presets), ``ew<k>`` (``loss.energy_weight: k``), ``hw<k>``
+(``loss.hierarchicality_weight: k``), ``bs<k>`` (``train.batch_size: k``), ``lr<k>``
+(``train.lr: k``), ``sc<0|1>`` (``model.scale_targets``), ``rf<0|1>``
+(``train.refit_energy_heads``), ``nf<k>`` (``model.n_features``), ``eh<k>``
+(``loss.energy_weight: {high level: k}``, the other levels 1), ``el<k>`` (the same for
+the low level), joined with ``+`` (``ew4+bs16``). ``--mf-only`` skips the oracle (for
+points that only touch the MF model); ``--energy-only`` trains only the runs that see no
+forces, SF-high/E and MF-low/E-high/E (for points that concern them). Re-running with the
+same ``--out`` reuses finished runs.
 
     python benchmarks/choose_defaults.py --out runs/defaults --sets h2co,widerange \\
         --points base,ew4,ew16

@@ -213,6 +213,7 @@ def test_lfhe_runs_take_the_presets_low_level_energy_weight(tmp_path):
         return {e.name: _run_config(base, tmp_path, tmp_path, e, 0, settings)["loss"]
                 .get("energy_weight") for e in plan}
 
+    assert {e.paradigm for e in plan} >= {"mfl", "tl", "delta"}
     presets = weights(base_config(None))
     assert presets.pop("MF-mp2/EF-f12/E[delta]") == {"mp2": EXPERIMENT_LFHE_LOW_ENERGY_WEIGHT}
     assert "MF-mp2/EF-f12/EF[delta]" in presets and "SF-f12/E" in presets
