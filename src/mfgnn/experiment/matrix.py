@@ -35,6 +35,7 @@ from ..presets import (EXPERIMENT_ENERGY_ONLY_TRAIN, EXPERIMENT_LFHE_LOW_ENERGY_
                        EXPERIMENT_TRAIN, SMALL_MODEL)
 from ..training.build import train
 from ..training.config import TrainConfig
+from ..training.head_refit import energy_only_levels
 from .baselines import LevelReferences, baselines, level_references, self_energy_shift
 from .metrics import Predictions, mean_ci95, score
 from .paradigms import OPTION_SECTIONS, ParadigmOptions, describe, train_paradigm
@@ -143,8 +144,7 @@ def is_lfhe(exp: Experiment, low: str, high: str) -> bool:
     trains the low level's forces and only the high level's energies (MF-low/EF-high/E),
     the runs whose low-level energy weight the presets set."""
     return (exp.paradigm == "mfl" and exp.multi_fidelity
-            and "forces" in exp.labels.get(low, ()) and "energy" in exp.labels.get(high, ())
-            and "forces" not in exp.labels.get(high, ()))
+            and "forces" in exp.labels.get(low, ()) and high in energy_only_levels(exp.labels))
 
 
 def _run_config(base: dict, spec: Path, split_path: Path, exp: Experiment, seed: int,
@@ -153,9 +153,10 @@ def _run_config(base: dict, spec: Path, split_path: Path, exp: Experiment, seed:
                             if k not in (*OPTION_SECTIONS, ENERGY_ONLY)})
     if not any("forces" in kinds for kinds in exp.labels.values()):
         values["train"].update(base.get(ENERGY_ONLY, {}))
-    loss = values["loss"] = dict(values.get("loss") or {})
+    loss = values.get("loss") or {}
     if is_lfhe(exp, settings.low, settings.high) and "energy_weight" not in loss:
-        loss["energy_weight"] = {settings.low: EXPERIMENT_LFHE_LOW_ENERGY_WEIGHT}
+        low_weight = {settings.low: EXPERIMENT_LFHE_LOW_ENERGY_WEIGHT}
+        values["loss"] = {**loss, "energy_weight": low_weight}
     values["data"] = str(spec)
     values["labels"] = exp.labels
     values["split"] = {"file": str(split_path)}
