@@ -102,6 +102,24 @@ def test_frozen_groups_stay_bit_identical_and_groups_get_their_learning_rates(
     assert meta["frozen_groups"] == ["blocks.0", "sensitivities"] and meta["new_levels"] == ["f12"]
 
 
+def test_freezing_the_trunk_trains_the_heads_alone(base_run, files, tmp_path):
+    """``freeze: [trunk]`` leaves only head parameters in the optimiser, and after
+    training every trunk parameter equals the base model's bit for bit."""
+    config = _config(tmp_path, files, {"freeze": ["trunk"], "init_from": "mp2"})
+    trainer = build_finetune_trainer(base_run, config, tmp_path / "ft", log=None)
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    trained = [names[id(p)] for g in trainer.optimizer.param_groups for p in g["params"]
+               if id(p) in names]
+    assert trained and all(n.startswith("heads.") for n in trained)
+    groups = parameter_groups(trainer.model)
+    assert set(groups["trunk"]) == {n for n in names.values() if not n.startswith("heads.")}
+    trainer.fit()
+    base = load_model(base_run).state_dict()
+    tuned = load_model(tmp_path / "ft").state_dict()
+    for name in groups["trunk"]:
+        assert torch.equal(tuned[name], base[name]), name
+
+
 def test_refit_of_the_energy_only_level_after_fine_tuning(base_run, files, tmp_path):
     """``train.refit_energy_heads`` in a fine-tuning run refits the new F12 level (trained
     on energies only) at the end, leaves the MP2 level as the base has it, and the saved

@@ -7,7 +7,8 @@ for ``mfgnn train``; the architecture comes from the base model)::
     finetune:
       init_from: mp2            # a new level's head starts as a copy of this head (null: 0)
       refit_self_energies: false
-      freeze: [blocks.0]        # parameter groups (mfgnn finetune --list-groups)
+      freeze: [blocks.0]        # parameter groups (mfgnn finetune --list-groups);
+                                # [trunk] trains the heads alone
       lr_decay: 5               # η of trunk depth l−1 = η_l / lr_decay; heads at train.lr
       replay: {data: base, fraction: 0.2}
 
@@ -72,10 +73,13 @@ class FinetuneConfig:
 def parameter_groups(model) -> dict[str, list[str]]:
     """Freezable groups of a model: ``sensitivities`` (every block's s^ν(r) centres and
     widths), ``blocks.K`` (trunk step K, 0-based), ``blocks.K.interaction``,
-    ``blocks.K.atom_layers``, ``equivariant``; name → parameter names. The heads are not
-    a group: a new level's head lives in the same layers as the others."""
-    groups: dict[str, list[str]] = {"sensitivities": []}
+    ``blocks.K.atom_layers``, ``equivariant``, and ``trunk`` (every parameter outside
+    the heads: freezing it leaves only the heads to train); name → parameter names. The
+    heads are not a group: a new level's head lives in the same layers as the others."""
+    groups: dict[str, list[str]] = {"sensitivities": [], "trunk": []}
     for name, _ in model.named_parameters():
+        if not name.startswith("heads."):
+            groups["trunk"].append(name)
         if ".sensitivity." in name:
             groups["sensitivities"].append(name)
         parts = name.split(".")
