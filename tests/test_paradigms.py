@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 import pytest
 from conftest import experiment_args
 
@@ -16,15 +17,18 @@ from mfgnn.experiment.matrix import ExperimentSettings
 from mfgnn.experiment.paradigms import ParadigmOptions
 from mfgnn.experiment.plan import PARADIGMS, plan_experiments
 
-STAGED = ["TL-mp2/EF→f12/E", "Δ-mp2/EF+f12/E", "Reptile-k5-mp2/EF,f12/E"]
+STAGED = ["TL-mp2/EF→f12/E", "Frozen-mp2/EF→f12/E", "Δ-mp2/EF+f12/E",
+          "Reptile-k5-mp2/EF,f12/E"]
+FOLDERS = ("TL-mp2_EF-to-f12_E", "Frozen-mp2_EF-to-f12_E", "Delta-mp2_EF+f12_E",
+           "Reptile-k5-mp2_EF+f12_E")
 
 
 def test_names_of_the_staged_paradigms():
     plan = plan_experiments("mp2", "f12", True, heads=("delta",), paradigms=PARADIGMS)
     names = [e.name for e in plan]
-    assert names[:2] == ["SF-f12/E", "SF-f12/EF"] and names[-3:] == STAGED
-    assert [e.paradigm for e in plan[-3:]] == ["tl", "delta", "reptile"]
-    for e in plan[-3:]:
+    assert names[:2] == ["SF-f12/E", "SF-f12/EF"] and names[-4:] == STAGED
+    assert [e.paradigm for e in plan[-4:]] == ["tl", "frozen", "delta", "reptile"]
+    for e in plan[-4:]:
         assert e.labels == {"mp2": ["energy", "forces"], "f12": ["energy"]}
         assert e.folder.isascii() and "/" not in e.folder and "," not in e.folder
     assert len({e.folder for e in plan}) == len(plan)
@@ -51,15 +55,17 @@ def test_impossible_paradigms_are_skipped_with_a_message():
     plan = plan_experiments("dft", "cc", False, low_has_forces=False, heads=("delta",),
                             paradigms=PARADIGMS, skipped=skipped)
     assert [e.name for e in plan] == ["SF-cc/E", "MF-dft/E-cc/E[delta]"]
-    assert len(skipped) == 3
+    assert len(skipped) == 4
     assert skipped[0] == ("skipping tl: TL-dft/EF→cc/E needs dft forces, which the data "
                           "does not have")
-    assert "skipping reptile: Reptile-k5-dft/EF,cc/E" in skipped[2]
+    assert "skipping frozen: Frozen-dft/EF→cc/E" in skipped[1]
+    assert "skipping reptile: Reptile-k5-dft/EF,cc/E" in skipped[3]
 
 
 def test_unknown_paradigm_is_refused_with_the_valid_ones(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown paradigm 'reptil'; did you mean "
-                                          r"'reptile'\? \(choose one of mfl, tl, delta, reptile\)"):
+                                          r"'reptile'\? \(choose one of mfl, tl, frozen, delta, "
+                                          r"reptile\)"):
         ExperimentSettings(data="x", low="a", high="b", train=1, valid=1, test=1,
                            out=tmp_path, paradigms=("tl", "reptil"))
     with pytest.raises(ConfigError, match="name at least one"):
@@ -103,7 +109,7 @@ def test_unknown_paradigm_on_the_command_line(spec, tmp_path, capsys):
 def test_smoke_run_of_every_paradigm_writes_results_and_resumes(spec, tmp_path, capsys):
     out = tmp_path / "exp"
     args = experiment_args(spec, tmp_path, "--seeds", "1", "--experiments", "SF-f12/E",
-                           "--paradigms", "mfl,tl,delta,reptile")
+                           "--paradigms", "mfl,tl,frozen,delta,reptile")
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
     exps = results["experiments"]
@@ -114,7 +120,7 @@ def test_smoke_run_of_every_paradigm_writes_results_and_resumes(spec, tmp_path, 
         assert "low" in exps[name]          # every staged model keeps its low level
     assert set(results["paradigms"]) == set(PARADIGMS)
     runs = out / "runs"
-    for folder in ("TL-mp2_EF-to-f12_E", "Delta-mp2_EF+f12_E", "Reptile-k5-mp2_EF+f12_E"):
+    for folder in FOLDERS:
         data = np.load(runs / folder / "seed0" / "predictions.npz")
         assert [str(f) for f in data["fidelities"]] == ["mp2", "f12"]
         assert np.isfinite(data["forces"]).all()
@@ -130,15 +136,42 @@ def test_smoke_run_of_every_paradigm_writes_results_and_resumes(spec, tmp_path, 
     before = json.loads((out / "results.json").read_text())
     assert main(args) == 0
     log = capsys.readouterr().err
-    assert log.count("(done before)") == 4
+    assert log.count("(done before)") == 5
     for name in STAGED:
         assert f"{name} seed 0" in log
     assert json.loads((out / "results.json").read_text()) == before
 
     # interrupted after their stages' checkpoints: each paradigm resumes its stages
-    for folder in ("TL-mp2_EF-to-f12_E", "Delta-mp2_EF+f12_E", "Reptile-k5-mp2_EF+f12_E"):
+    for folder in FOLDERS:
         for name in ("predictions.npz", "model.pt"):
             (runs / folder / "seed0" / name).unlink()
     assert main(args) == 0
     assert capsys.readouterr().err.count("(done before)") == 1
     assert json.loads((out / "results.json").read_text()) == before
+
+
+def test_frozen_paradigm_keeps_the_low_model_and_fits_the_high_head(spec, tmp_path):
+    """``frozen``: the final model predicts the low level exactly as its pre-trained low
+    model does (the trunk and the low head are untouched), and its high level differs
+    from the low one by a correction fitted to the high energies (head refit report)."""
+    from mfgnn.model_file import load_model
+    from mfgnn.training.finetune import parameter_groups
+
+    args = experiment_args(spec, tmp_path, "--seeds", "1", "--paradigms", "frozen")
+    assert main(args) == 0
+    run = tmp_path / "exp" / "runs" / "Frozen-mp2_EF-to-f12_E" / "seed0"
+    low_model, model = load_model(run / "pretrain" / "model.pt"), load_model(run / "model.pt")
+    assert model.fidelities == ("mp2", "f12")
+    before, after = low_model.state_dict(), model.state_dict()
+    for name in parameter_groups(model)["trunk"]:
+        assert torch.equal(after[name], before[name]), name
+    from mfgnn.data import load_dataset
+    from mfgnn.experiment.predict import predict
+    rows = np.arange(5)
+    e_low, f_low = predict(low_model, load_dataset(spec), rows)
+    e_both, f_both = predict(model, load_dataset(spec), rows)
+    np.testing.assert_allclose(e_both[:, 0], e_low[:, 0], atol=1e-9)
+    np.testing.assert_allclose(f_both[:, 0], f_low[:, 0], atol=1e-6)  # float32 forces
+    assert np.abs(f_both[:, 1] - f_both[:, 0]).max() > 1e-3
+    refit = json.loads((run / "head_refit.json").read_text())
+    assert [r["fidelity"] for r in refit] == ["f12"]

@@ -1,5 +1,5 @@
 """``mfgnn experiment --data SPEC --low NAME --high NAME --train N --valid N --test N
---out DIR [--paradigms mfl,tl,delta,reptile]``: the paper's experiment matrix
+--out DIR [--paradigms mfl,tl,frozen,delta,reptile]``: the paper's experiment matrix
 (:mod:`mfgnn.experiment.matrix`) and, with ``--paradigms``, transfer learning,
 Δ-learning and Reptile at the same budget (:mod:`mfgnn.experiment.paradigms`)."""
 
@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "'SF-f12/E,MF-mp2/EF-f12/E[delta]'")
     p.add_argument("--paradigms", default="mfl",
                    help="training paradigms, comma separated: mfl (the SF/MF matrix), tl "
-                        "(pre-train low E+F, fine-tune high E), delta (low model + "
+                        "(pre-train low E+F, fine-tune high E), frozen (the same with the "
+                        "trunk frozen: a linear correction on low-level features), delta (low model + "
                         "correction), reptile (Reptile over both levels, then fine-tune); "
                         "options from the --config sections finetune:, delta:, meta:")
     p.add_argument("--out", required=True, help="output folder (re-running resumes)")
@@ -38,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 #: How every experiment name starts: a comma before anything else is part of a name
 #: (``Reptile-k5-mp2/EF,f12/E``).
-_NAME_STARTS = ("SF-", "MF-", "TL-", "Δ-", "Reptile-")
+_NAME_STARTS = ("SF-", "MF-", "TL-", "Frozen-", "Δ-", "Reptile-")
 
 
 def _names(text: str | None, experiments: bool = False) -> tuple[str, ...] | None:

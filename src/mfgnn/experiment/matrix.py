@@ -65,7 +65,7 @@ class ExperimentSettings:
         max_epochs, max_time: override ``train.max_epochs`` / ``train.max_time``.
         heads: head modes of the multi-fidelity experiments.
         experiments: run only these experiments of the matrix (None: the whole matrix).
-        paradigms: ``mfl`` (the matrix), ``tl``, ``delta``, ``reptile``
+        paradigms: ``mfl`` (the matrix), ``tl``, ``frozen``, ``delta``, ``reptile``
             (:mod:`mfgnn.experiment.paradigms`); unknown names are a ConfigError.
     """
 

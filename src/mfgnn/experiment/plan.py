@@ -8,6 +8,8 @@ learning); the others train the same labels in stages (:mod:`mfgnn.experiment.pa
 
 * ``tl``: ``TL-<low>/EF→<high>/E``, pre-training on the low level, fine-tuning on the
   high one;
+* ``frozen``: ``Frozen-<low>/EF→<high>/E``, the same with the trunk frozen in the second
+  stage: the high level is the low model plus a correction linear in its features;
 * ``delta``: ``Δ-<low>/EF+<high>/E``, a low model plus a correction model of
   E_high − E_low;
 * ``reptile``: ``Reptile-k<k>-<low>/EF,<high>/E``, Reptile over the two levels' tasks,
@@ -25,7 +27,7 @@ from ..errors import ConfigError
 from ..nn import HEAD_MODES
 
 #: Training paradigms of ``mfgnn experiment --paradigms`` (``mfl``: the matrix).
-PARADIGMS = ("mfl", "tl", "delta", "reptile")
+PARADIGMS = ("mfl", "tl", "frozen", "delta", "reptile")
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ def plan_paradigms(low: str, high: str, low_has_forces: bool,
     ``skipped``."""
     check_paradigms(paradigms)
     labels = {low: ["energy", "forces"], high: ["energy"]}
-    names = {"tl": f"TL-{low}/EF→{high}/E", "delta": f"Δ-{low}/EF+{high}/E",
+    names = {"tl": f"TL-{low}/EF→{high}/E", "frozen": f"Frozen-{low}/EF→{high}/E",
+             "delta": f"Δ-{low}/EF+{high}/E",
              "reptile": f"Reptile-k{reptile_k}-{low}/EF,{high}/E"}
     plan = []
     for paradigm in PARADIGMS[1:]:

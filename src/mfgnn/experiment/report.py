@@ -88,7 +88,7 @@ def _paradigm_lines(results: dict) -> list[str]:
     paradigms = results.get("paradigms", {})
     if set(paradigms) <= {"mfl"}:
         return []
-    names = {"mfl": "SF / MF", "tl": "TL", "delta": "Δ", "reptile": "Reptile"}
+    names = {"mfl": "SF / MF", "tl": "TL", "frozen": "Frozen", "delta": "Δ", "reptile": "Reptile"}
     lines = ["## Training paradigms (same split, seeds and wall-clock budget T per run, "
              "all stages together)", ""]
     lines += [f"- {names.get(p, p)}: {text}" for p, text in paradigms.items()]
