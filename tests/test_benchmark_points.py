@@ -54,3 +54,25 @@ def test_hard_data_recipes_toggle_one_part():
     assert recipe("new-no-refit")["train"] == {**EXPERIMENT_TRAIN, "refit_energy_heads": False}
     with pytest.raises(SystemExit, match="new-no-scale"):
         recipe("new-no-scale")
+
+
+def test_lfhe_limits_splits_the_high_level_error_into_low_and_correction():
+    """e_high = e_low + e_corr: a model exact at the low level whose correction is zero
+    has e_corr = the raw gap; one exact at both levels has no error; the three RMS values
+    obey |e_high| ≤ |e_low| + |e_corr|."""
+    import numpy as np
+    from lfhe_limits import error_parts
+    rng = np.random.default_rng(0)
+    f_low, f_high = rng.normal(size=(50, 3)), rng.normal(size=(50, 3))
+    gap = 1000 * np.sqrt(np.mean((f_high - f_low) ** 2))
+    no_correction = error_parts(f_low, f_low, f_low, f_high)
+    assert no_correction["low"] == 0 and no_correction["corr"] == pytest.approx(gap)
+    assert error_parts(f_low, f_high, f_low, f_high) == {"low": 0, "corr": 0, "high": 0}
+    noisy = error_parts(f_low + 0.1 * rng.normal(size=f_low.shape),
+                        f_high + 0.2 * rng.normal(size=f_low.shape), f_low, f_high)
+    assert noisy["high"] <= noisy["low"] + noisy["corr"]
+    assert noisy["low"] == pytest.approx(100, rel=0.25) and noisy["high"] == pytest.approx(200, rel=0.25)
+    # NaN labels (a level without forces on some atoms) are left out, not propagated
+    f_nan = f_high.copy()
+    f_nan[0] = np.nan
+    assert np.isfinite(error_parts(f_low, f_high, f_low, f_nan)["corr"])
