@@ -71,7 +71,8 @@ def test_lfhe_limits_splits_the_high_level_error_into_low_and_correction():
     noisy = error_parts(f_low + 0.1 * rng.normal(size=f_low.shape),
                         f_high + 0.2 * rng.normal(size=f_low.shape), f_low, f_high)
     assert noisy["high"] <= noisy["low"] + noisy["corr"]
-    assert noisy["low"] == pytest.approx(100, rel=0.25) and noisy["high"] == pytest.approx(200, rel=0.25)
+    assert noisy["low"] == pytest.approx(100, rel=0.25)
+    assert noisy["high"] == pytest.approx(200, rel=0.25)
     # NaN labels (a level without forces on some atoms) are left out, not propagated
     f_nan = f_high.copy()
     f_nan[0] = np.nan

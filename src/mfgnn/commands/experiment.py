@@ -31,8 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--paradigms", default="mfl",
                    help="training paradigms, comma separated: mfl (the SF/MF matrix), tl "
                         "(pre-train low E+F, fine-tune high E), frozen (the same with the "
-                        "trunk frozen: a linear correction on low-level features), delta (low model + "
-                        "correction), reptile (Reptile over both levels, then fine-tune); "
+                        "trunk frozen: a linear correction on low-level features), delta "
+                        "(low model + correction), reptile (Reptile over both levels, then fine-tune); "
                         "options from the --config sections finetune:, delta:, meta:")
     p.add_argument("--out", required=True, help="output folder (re-running resumes)")
 
