@@ -34,67 +34,55 @@ against the oracle. Re-running with the same ``--out`` (shared with
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
 import _common
-from hard_data import NEW, run_quietly
-from lfhe_targets import SETS, experiments_of, write_spec
+from lfhe_targets import SETS, experiments_of, run_set, set_arguments, set_names, write_spec
 
 from mfgnn.data import Split, load_dataset
-from mfgnn.experiment import ExperimentSettings
 from mfgnn.experiment.baselines import level_references
 from mfgnn.experiment.plan import Experiment
-
-MILLI = 1000.0
-
-
-def run_set(name: str, out: Path, seeds: int, max_time: float) -> tuple[dict, str]:
-    """Train (or reuse) the oracle, SF-low/EF and the MF model of set ``name``; the
-    experiment's results.json and the SF-low/EF experiment's name."""
-    _, _, _, low, high, heads, (n_train, n_valid, n_test) = SETS[name]
-    sf_low = f"SF-{low}/EF"
-    settings = ExperimentSettings(
-        data=str(write_spec(name, out)), low=low, high=high, train=n_train, valid=n_valid,
-        test=n_test, out=out / name, seeds=seeds, base=NEW, max_time=max_time,
-        heads=(heads,), experiments=experiments_of(name) + (sf_low,),
-        paradigms=("mfl", "frozen"))
-    return run_quietly(settings), sf_low
+from mfgnn.metrics import error_summary, labelled_errors
 
 
-def rms(x: np.ndarray) -> float:
-    x = x[np.isfinite(x)]
-    return MILLI * float(np.sqrt(np.mean(x ** 2))) if x.size else float("nan")
+def rms(pred: np.ndarray, ref: np.ndarray) -> float:
+    """RMSE (meV/Å) of ``pred`` against ``ref`` over the labelled rows."""
+    return error_summary(labelled_errors(pred, ref), "f").get("f_rmse", float("nan"))
 
 
 def error_parts(pred_low: np.ndarray, pred_high: np.ndarray, f_low: np.ndarray,
                 f_high: np.ndarray) -> dict[str, float]:
     """RMS (meV/Å) of e_low, e_corr and e_high (module docstring) from one model's
     predicted forces at both levels and the labels (eV/Å, same shape)."""
-    e_low, e_high = pred_low - f_low, pred_high - f_high
-    return {"low": rms(e_low), "corr": rms(e_high - e_low), "high": rms(e_high)}
+    return {"low": rms(pred_low, f_low), "corr": rms(pred_high - pred_low, f_high - f_low),
+            "high": rms(pred_high, f_high)}
 
 
-def split_errors(name: str, out: Path, seeds: int, experiment: str) -> dict[str, list[float]]:
+def split_errors(name: str, out: Path, seeds: int, experiment: str,
+                 labels: tuple[np.ndarray, np.ndarray]) -> dict[str, list[float]]:
     """Per seed: the e_low, e_corr and e_high RMS (meV/Å) of two-level ``experiment`` on
-    the test rows."""
-    _, _, _, low, high, heads, _ = SETS[name]
-    dataset = load_dataset(write_spec(name, out))
-    rows = Split.load(out / name / "split.json").test
-    refs = level_references(dataset, rows)
-    f_low, f_high = refs.of(low)[1], refs.of(high)[1]
+    the test rows, whose low- and high-level force labels are ``labels``."""
+    low, high = SETS[name][3], SETS[name][4]
     folder = Experiment(experiment, {}).folder
     parts: dict[str, list[float]] = {"low": [], "corr": [], "high": []}
     for seed in range(seeds):
         data = np.load(out / name / "runs" / folder / f"seed{seed}" / "predictions.npz")
         fids = [str(f) for f in data["fidelities"]]
         seed_parts = error_parts(data["forces"][:, fids.index(low)],
-                                 data["forces"][:, fids.index(high)], f_low, f_high)
+                                 data["forces"][:, fids.index(high)], *labels)
         for key, value in seed_parts.items():
             parts[key].append(value)
     return parts
+
+
+def test_labels(name: str, out: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The low- and high-level force labels of set ``name``'s test rows (eV/Å)."""
+    low, high = SETS[name][3], SETS[name][4]
+    rows = Split.load(out / name / "split.json").test
+    refs = level_references(load_dataset(write_spec(name, out)), rows)
+    return refs.of(low)[1], refs.of(high)[1]
 
 
 HEADER = (f"{'set':<14}{'oracle':>8}{'SF-low':>8}{'MF low':>8}{'MF corr':>8}{'MF high':>8}"
@@ -119,22 +107,18 @@ def report_line(name: str, results: dict, sf_low: str, parts: dict[str, list[flo
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--sets", default=",".join(SETS), help=f"comma separated: {', '.join(SETS)}")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--max-time", type=float, default=NEW["train"]["max_time"])
-    args = p.parse_args(argv)
+    args = set_arguments(__doc__.splitlines()[0]).parse_args(argv)
     _common.set_threads(1)
     print("high-level force RMSE of the test rows (meV/Å), mean over seeds")
     print(HEADER, flush=True)
-    for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
-        if name not in SETS:
-            raise SystemExit(f"unknown set {name!r}: {', '.join(SETS)}")
-        results, sf_low = run_set(name, args.out, args.seeds, args.max_time)
+    for name in set_names(args.sets):
         low, high = SETS[name][3], SETS[name][4]
-        mf = split_errors(name, args.out, args.seeds, experiments_of(name)[2])
-        frozen = split_errors(name, args.out, args.seeds, f"Frozen-{low}/EF→{high}/E")
+        sf_low = f"SF-{low}/EF"
+        results = run_set(name, args.out, args.seeds, args.max_time, extra=(sf_low,),
+                          paradigms=("mfl", "frozen"))
+        labels = test_labels(name, args.out)
+        mf = split_errors(name, args.out, args.seeds, experiments_of(name)[2], labels)
+        frozen = split_errors(name, args.out, args.seeds, f"Frozen-{low}/EF→{high}/E", labels)
         print(report_line(name, results, sf_low, mf, frozen), flush=True)
     return 0
 

@@ -76,13 +76,16 @@ def experiments_of(name: str) -> tuple[str, str, str]:
     return f"SF-{high}/E", f"SF-{high}/EF", f"MF-{low}/EF-{high}/E[{heads}]"
 
 
-def run_set(name: str, out: Path, seeds: int, max_time: float) -> dict:
+def run_set(name: str, out: Path, seeds: int, max_time: float, extra: tuple[str, ...] = (),
+            paradigms: tuple[str, ...] = ("mfl",)) -> dict:
+    """Train (or reuse) the three experiments of set ``name`` (and the matrix experiments
+    ``extra``, the staged ``paradigms``) in ``out/<name>``; the results.json."""
     _, _, _, low, high, heads, (n_train, n_valid, n_test) = SETS[name]
     spec = write_spec(name, out)
     settings = ExperimentSettings(
         data=str(spec), low=low, high=high, train=n_train, valid=n_valid, test=n_test,
         out=out / name, seeds=seeds, base=NEW, max_time=max_time, heads=(heads,),
-        experiments=experiments_of(name))
+        experiments=experiments_of(name) + tuple(extra), paradigms=paradigms)
     return run_quietly(settings)
 
 
@@ -160,20 +163,34 @@ def write_markdown(path: Path | None, rows: list[str]) -> None:
         print(f"wrote {path}")
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def set_arguments(description: str) -> argparse.ArgumentParser:
+    """The command line shared by the per-set benchmarks: --out, --sets, --seeds,
+    --max-time."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--sets", default=",".join(SETS), help=f"comma separated: {', '.join(SETS)}")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--max-time", type=float, default=NEW["train"]["max_time"])
+    return p
+
+
+def set_names(text: str) -> list[str]:
+    """The set names of a --sets value; an unknown one stops with the valid names."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    for name in names:
+        if name not in SETS:
+            raise SystemExit(f"unknown set {name!r}: {', '.join(SETS)}")
+    return names
+
+
+def main(argv=None) -> int:
+    p = set_arguments(__doc__.splitlines()[0])
     p.add_argument("--markdown", type=Path, default=None, help="write the README table here")
     args = p.parse_args(argv)
     _common.set_threads(1)
     lines: list[str] = []
     rows: list[str] = []
-    for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
-        if name not in SETS:
-            raise SystemExit(f"unknown set {name!r}: {', '.join(SETS)}")
+    for name in set_names(args.sets):
         results = run_set(name, args.out, args.seeds, args.max_time)
         lines += report(name, results, force_rms(name, args.out))
         print("\n".join(lines), flush=True)
