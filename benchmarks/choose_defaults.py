@@ -15,7 +15,8 @@ RHF → MP2), ``ethanol``, ``toluene`` (rMD17 PBE → MD17), and the other sets 
 Points: ``base`` (the presets), ``ew<k>`` (``loss.energy_weight: k``), ``hw<k>``
 (``loss.hierarchicality_weight: k``), ``bs<k>`` (``train.batch_size: k``), ``lr<k>``
 (``train.lr: k``), ``sc<0|1>`` (``model.scale_targets``), ``rf<0|1>``
-(``train.refit_energy_heads``), ``nf<k>`` (``model.n_features``), ``eh<k>``
+(``train.refit_energy_heads``), ``nf<k>`` (``model.n_features``), ``tg<k>``
+(``loss.energy_only_trunk_gradient``), ``eh<k>``
 (``loss.energy_weight: {high level: k}``, the other levels 1), ``el<k>`` (the same for
 the low level), joined with ``+`` (``ew4+bs16``). ``--mf-only`` skips the oracle (for
 points that only touch the MF model); ``--energy-only`` trains only the runs that see no
@@ -55,7 +56,8 @@ KNOBS = {"ew": ("loss", "energy_weight", float), "hw": ("loss", "hierarchicality
          "bs": ("train", "batch_size", int), "lr": ("train", "lr", float),
          "sc": ("model", "scale_targets", lambda flag: bool(int(flag))),
          "rf": ("train", "refit_energy_heads", lambda flag: bool(int(flag))),
-         "nf": ("model", "n_features", int)}
+         "nf": ("model", "n_features", int),
+         "tg": ("loss", "energy_only_trunk_gradient", float)}
 
 
 def point_config(point: str, high: str = "high", low: str = "low") -> dict:

@@ -56,6 +56,14 @@ class LossConfig:
     model's predictions. It keeps the learned correction's forces small where the
     energies do not ask for more; the high level's forces still come from its energies.
 
+    ``energy_only_trunk_gradient`` g ∈ [0, 1] (1: off) is the share of the gradient of
+    an energy-only level's terms (a level trained on energies, not forces: the high
+    level of LF-HE) that reaches the shared trunk; that level's head gets all of it
+    (:class:`~mfgnn.nn.heads.HierarchicalHeads`). With g = 0 the trunk learns from the
+    levels with forces alone and the energy-only head is a linear correction on its
+    features, the single-run form of the ``frozen`` paradigm of ``mfgnn experiment``;
+    cannot be combined with ``level_force_weight``, which trains that level's forces.
+
     ``weighting`` (``fixed`` | ``uncertainty``): ``fixed`` (default) adds the error terms
     as they are. ``uncertainty`` learns one weight per fidelity t with a trained label
     (homoscedastic task uncertainty, seed paper 000 Eq. 1):
@@ -79,6 +87,7 @@ class LossConfig:
     hierarchicality_weight: float = 0.01
     per_atom_energy: bool = False
     level_force_weight: float = 0.0
+    energy_only_trunk_gradient: float = 1.0
     weighting: str = "fixed"
 
     def __post_init__(self) -> None:
@@ -92,6 +101,15 @@ class LossConfig:
                 check_number(value, f"loss.{name}", minimum=0)
         check_number(self.hierarchicality_weight, "loss.hierarchicality_weight", minimum=0)
         check_number(self.level_force_weight, "loss.level_force_weight", minimum=0)
+        check_number(self.energy_only_trunk_gradient, "loss.energy_only_trunk_gradient",
+                     minimum=0)
+        if self.energy_only_trunk_gradient > 1:
+            raise ConfigError("loss.energy_only_trunk_gradient must be <= 1, got "
+                              f"{self.energy_only_trunk_gradient!r}")
+        if self.energy_only_trunk_gradient < 1 and self.level_force_weight > 0:
+            raise ConfigError("loss.energy_only_trunk_gradient < 1 cannot be combined with "
+                              "loss.level_force_weight > 0 (that prior trains the forces of "
+                              "the energy-only level through the trunk); set one of them off")
         if not isinstance(self.per_atom_energy, bool):
             raise ConfigError(f"loss.per_atom_energy must be true or false, "
                               f"got {self.per_atom_energy!r}")
@@ -227,6 +245,15 @@ class MultiFidelityLoss:
                 if lower:
                     pairs.append((t, lower[-1]))
         return pairs
+
+    def trunk_gradient(self) -> dict[int, float]:
+        """{t: g} for the energy-only levels when ``energy_only_trunk_gradient`` g < 1
+        (the model's ``trunk_gradient`` argument in training); empty otherwise."""
+        share = float(self.config.energy_only_trunk_gradient)
+        if share >= 1.0:
+            return {}
+        return {t: share for t, name in enumerate(self.fidelities)
+                if "energy" in self.labels.get(name, []) and "forces" not in self.labels.get(name, [])}
 
     def force_label_flags(self, batch) -> Tensor:
         """(F,) bool: the batch has at least one force label of each model column (what

@@ -17,12 +17,23 @@ Parameterisations (``mode``), fidelities ordered low → high:
   level's shape. Corrections start at zero.
 * ``tethered``: independent heads with penalty λ Σ_{t≥1} Σ_n ‖w^n_t − w^n_{t−1}‖²;
   all fidelities start from the same head.
+
+Trunk gradient damping (training only, ``trunk_gradient`` of :meth:`forward`): the
+columns t in the mapping are computed from features whose gradient is multiplied by
+g_t ∈ [0, 1] on the way back into the trunk,
+
+.. math::  \tilde z^n = g_t\, z^n + (1 - g_t)\,\mathrm{sg}(z^n),
+
+the same value as z^n (sg: stop-gradient), so g_t = 1 is ordinary training and g_t = 0
+lets level t's energies train its head and not the shared trunk. The head's own weights
+get their full gradient either way. Forces of such a column are scaled by g_t, so only
+columns whose forces the loss does not use may be damped.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -68,12 +79,26 @@ class HierarchicalHeads(nn.Module):
                 elif self.mode == "tethered":
                     lin.weight.copy_(lin.weight[:1].clone().expand_as(lin.weight))
 
-    def forward(self, features: Sequence[Tensor]) -> Tensor:
+    def forward(self, features: Sequence[Tensor],
+                trunk_gradient: Mapping[int, float] | None = None) -> Tensor:
         """Effective hierarchical energies E^n_{i,t}, shape (N + 1, atoms, F).
 
         Args:
             features: z^n for n = 0..N, each (atoms, features_n).
+            trunk_gradient: {column t: g_t}, the share of column t's gradient that
+                reaches the features (see the module notes); None: all of it.
         """
+        energies = self._energies(features)
+        for share in sorted(set((trunk_gradient or {}).values())):
+            if share == 1.0:
+                continue
+            damped = self._energies([damp_gradient(z, share) for z in features])
+            columns = torch.zeros(self.n_fidelities, dtype=torch.bool, device=energies.device)
+            columns[[t for t, g in trunk_gradient.items() if g == share]] = True
+            energies = torch.where(columns, damped, energies)
+        return energies
+
+    def _energies(self, features: Sequence[Tensor]) -> Tensor:
         raw = torch.stack([lin(z) for lin, z in zip(self.linears, features)])
         return raw.cumsum(-1) if self.mode == "delta" else raw
 
@@ -99,3 +124,10 @@ class HierarchicalHeads(nn.Module):
 
     def extra_repr(self) -> str:
         return f"features={self.features}, n_fidelities={self.n_fidelities}, mode={self.mode!r}, penalty={self.penalty}"
+
+
+def damp_gradient(x: Tensor, share: float) -> Tensor:
+    """g·x + (1 − g)·sg(x): the value of ``x``, the gradient times g = ``share``."""
+    if share == 0.0:
+        return x.detach()
+    return x * share + x.detach() * (1.0 - share)

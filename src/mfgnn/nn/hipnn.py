@@ -239,7 +239,8 @@ class MultiFidelityHIPNN(nn.Module):
         return build_pair_geometry(pos, self.edges(data, pos), self.config.cutoff,
                                    self.config.tensor_order)
 
-    def forward(self, data, forces: bool | Sequence[str] = False, training: bool = False) -> dict[str, Tensor]:
+    def forward(self, data, forces: bool | Sequence[str] = False, training: bool = False,
+                trunk_gradient: Mapping[int, float] | None = None) -> dict[str, Tensor]:
         """Energies of all fidelities (and forces of the requested ones) of a batch.
 
         Args:
@@ -247,6 +248,9 @@ class MultiFidelityHIPNN(nn.Module):
                 ``batch`` (ΣN,) and ``edge_index`` (2, E) built with a cutoff ≥ the model's.
             forces: False, True (all fidelities) or fidelity names.
             training: keep the graph of the forces (create_graph) for a force loss.
+            trunk_gradient: {fidelity column: share of its energies' gradient that
+                reaches the trunk} (:class:`~mfgnn.nn.heads.HierarchicalHeads`; training
+                of energy-only levels, whose forces must not be requested).
 
         Returns:
             ``energy`` (B, F) float64 eV including self-energies (and the ZBL term);
@@ -289,7 +293,7 @@ class MultiFidelityHIPNN(nn.Module):
             for block in self.trunk():
                 z = block(z, geom)
                 feats.append(z)
-            hier = self.heads(feats)  # (N+1, ΣN, F), in units of σ_t
+            hier = self.heads(feats, trunk_gradient)  # (N+1, ΣN, F), in units of σ_t
             zbl = None
             if self.zbl is not None:
                 zbl = self.zbl(data.z.to(pos.device), pos, edge_index, batch, n_struct)

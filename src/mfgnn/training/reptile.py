@@ -221,7 +221,9 @@ class Reptile:
     def inner_step(self, batch) -> float | None:
         """One optimiser step on ``batch``, as the trainer takes it; None if skipped."""
         force_fids = self.loss_fn.needs_forces(batch)
-        out = self.model(batch, forces=force_fids or False, training=True)
+        shares = self.loss_fn.trunk_gradient()
+        out = self.model(batch, forces=force_fids or False, training=True,
+                         **({"trunk_gradient": shares} if shares else {}))
         loss = self.loss_fn(out, batch, self.model.hierarchicality(out),
                             self.model.head_regularization()).total
         self.optimizer.zero_grad(set_to_none=True)

@@ -74,6 +74,8 @@ class Trainer:
                  finishers: Sequence[Callable] = (), device: torch.device | str = "cpu",
                  log=STDERR, dist: Distributed = SINGLE):
         self.model, self.loss_fn = model, loss_fn
+        shares = loss_fn.trunk_gradient()
+        self._trunk_gradient = {"trunk_gradient": shares} if shares else {}
         self.optimizer, self.scheduler = optimizer, scheduler
         self.data, self.folder, self.settings = data, folder, settings
         self.ema, self.callbacks, self.write_model = ema, list(callbacks), write_model
@@ -147,7 +149,8 @@ class Trainer:
             stats = self.loss_fn.statistics(*empty_share(self.model, self.device),
                                             with_forces=with_forces)
         else:
-            out = self.model(batch, forces=force_fids or False, training=True)
+            out = self.model(batch, forces=force_fids or False, training=True,
+                             **self._trunk_gradient)
             stats = self.loss_fn.statistics(out, batch, self.model.hierarchicality(out),
                                             with_forces=with_forces)
         loss = self.loss_fn.combine(self.dist.sum_statistics(stats),
