@@ -60,9 +60,12 @@ class LossConfig:
     an energy-only level's terms (a level trained on energies, not forces: the high
     level of LF-HE) that reaches the shared trunk; that level's head gets all of it
     (:class:`~mfgnn.nn.heads.HierarchicalHeads`). With g = 0 the trunk learns from the
-    levels with forces alone and the energy-only head is a linear correction on its
-    features, the single-run form of the ``frozen`` paradigm of ``mfgnn experiment``;
-    cannot be combined with ``level_force_weight``, which trains that level's forces.
+    levels with forces alone and the energy-only head is a linear read-out of its
+    features trained alongside it, a one-run relative of the ``frozen`` paradigm of
+    ``mfgnn experiment`` (with ``delta`` heads the lower rows it sums still get the
+    gradient). Measured on eight shared sets it was no better than joint training and far
+    worse on wide-range data (README). Cannot be combined with ``level_force_weight``,
+    which trains that level's forces.
 
     ``weighting`` (``fixed`` | ``uncertainty``): ``fixed`` (default) adds the error terms
     as they are. ``uncertainty`` learns one weight per fidelity t with a trained label

@@ -25,9 +25,10 @@ g_t ∈ [0, 1] on the way back into the trunk,
 .. math::  \tilde z^n = g_t\, z^n + (1 - g_t)\,\mathrm{sg}(z^n),
 
 the same value as z^n (sg: stop-gradient), so g_t = 1 is ordinary training and g_t = 0
-lets level t's energies train its head and not the shared trunk. The head's own weights
-get their full gradient either way. Forces of such a column are scaled by g_t, so only
-columns whose forces the loss does not use may be damped.
+lets level t's energies train its head and not the shared trunk. The head weights get
+their full gradient either way (in ``delta`` mode also the lower rows that column t
+sums). Forces of such a column are scaled by g_t, so only columns whose forces the loss
+does not use may be damped.
 """
 
 from __future__ import annotations
