@@ -125,6 +125,11 @@ class LossConfig:
         return float(w)
 
 
+def energy_only_levels(labels: dict[str, list[str]]) -> list[str]:
+    """The levels a run trains on energies and not forces."""
+    return [name for name, kinds in labels.items() if "energy" in kinds and "forces" not in kinds]
+
+
 def masked_sums(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """(Σ d², Σ |d|, count) of d = ``pred - target`` over the entries where ``mask`` is
     True, as a float64 3-vector differentiable in ``pred``.
@@ -241,9 +246,9 @@ class MultiFidelityLoss:
         if self.config.level_force_weight <= 0:
             return []
         pairs = []
+        energy_only = energy_only_levels(self.labels)
         for t, name in enumerate(self.fidelities):
-            wanted = self.labels.get(name, [])
-            if "energy" in wanted and "forces" not in wanted:
+            if name in energy_only:
                 lower = [s for s in range(t) if "forces" in self.labels.get(self.fidelities[s], [])]
                 if lower:
                     pairs.append((t, lower[-1]))
@@ -255,8 +260,8 @@ class MultiFidelityLoss:
         share = float(self.config.energy_only_trunk_gradient)
         if share >= 1.0:
             return {}
-        return {t: share for t, name in enumerate(self.fidelities)
-                if "energy" in self.labels.get(name, []) and "forces" not in self.labels.get(name, [])}
+        levels = energy_only_levels(self.labels)
+        return {t: share for t, name in enumerate(self.fidelities) if name in levels}
 
     def force_label_flags(self, batch) -> Tensor:
         """(F,) bool: the batch has at least one force label of each model column (what

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from ..loss import energy_only_levels
 from .distributed import SINGLE, Distributed
 from .progress import say
 
@@ -72,11 +73,6 @@ class RefitReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def energy_only_levels(labels: dict[str, list[str]]) -> list[str]:
-    """The levels a run trains on energies and not forces."""
-    return [name for name, kinds in labels.items() if "energy" in kinds and "forces" not in kinds]
 
 
 @torch.no_grad()

@@ -209,6 +209,8 @@ class Reptile:
     def __init__(self, model, loss_fn, tasks, meta: MetaConfig, settings: TrainConfig,
                  device: torch.device | str = "cpu", log=STDERR) -> None:
         self.model, self.loss_fn, self.tasks = model, loss_fn, list(tasks)
+        shares = loss_fn.trunk_gradient()
+        self._trunk_gradient = {"trunk_gradient": shares} if shares else {}
         self.meta, self.settings, self.device, self.log = meta, settings, device, log
         self.inner = dataclasses.replace(settings, lr=meta.inner_lr or settings.lr)
         self.groups = ([{"params": [p for p in model.parameters() if p.requires_grad]}]
@@ -221,9 +223,8 @@ class Reptile:
     def inner_step(self, batch) -> float | None:
         """One optimiser step on ``batch``, as the trainer takes it; None if skipped."""
         force_fids = self.loss_fn.needs_forces(batch)
-        shares = self.loss_fn.trunk_gradient()
         out = self.model(batch, forces=force_fids or False, training=True,
-                         **({"trunk_gradient": shares} if shares else {}))
+                         **self._trunk_gradient)
         loss = self.loss_fn(out, batch, self.model.hierarchicality(out),
                             self.model.head_regularization()).total
         self.optimizer.zero_grad(set_to_none=True)
