@@ -40,8 +40,8 @@ from mfgnn.presets import EXPERIMENT_TRAIN, SMALL_MODEL
 #: The presets before the hard-data work (one learning rate for every run).
 OLD = {"model": {**SMALL_MODEL, "soft_min": 0.75, "soft_max": 5.5, "scale_targets": False,
                  "zbl": False},
-       "train": {**EXPERIMENT_TRAIN, "lr": 2.0e-3, "scheduler": "plateau", "patience": 30,
-                 "refit_energy_heads": False}}
+       "train": {**EXPERIMENT_TRAIN, "batch_size": 32, "lr": 2.0e-3, "scheduler": "plateau",
+                 "patience": 30, "refit_energy_heads": False}}
 #: The current presets of ``mfgnn experiment``, every section spelt out.
 NEW = base_config(None)
 #: new-no-<part>: the setting that turns a part of the presets off.
