@@ -65,3 +65,19 @@ def test_run_folder_records_the_chosen_batch(shared_data, tmp_path):
 def test_other_batch_sizes_are_errors_naming_the_key(value, h2co_spec):
     with pytest.raises(ConfigError, match="train.batch_size"):
         _config(h2co_spec, {"mp2": ["energy", "forces"]}, batch_size=value)
+
+
+def test_fine_tuning_and_the_frozen_paradigm_resolve_auto(shared_data, tmp_path):
+    """The fine-tune trainer (the head stage of ``--paradigms frozen``) takes the batch the
+    setup chose, not the word ``auto``."""
+    from mfgnn.training.build import train
+    from mfgnn.training.finetune_build import build_finetune_trainer
+
+    spec = _ethanol_spec(tmp_path, shared_data)
+    train(_config(spec, {"pbe": ["energy", "forces"]}), tmp_path / "base", log=None)
+    config = _config(spec, {"md17": ["energy"]})
+    trainer = build_finetune_trainer(tmp_path / "base", config, tmp_path / "ft", log=None)
+    assert trainer.data.train.batch_size == 8
+    trainer.fit()
+    saved = yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())
+    assert saved["train"]["batch_size"] == 8

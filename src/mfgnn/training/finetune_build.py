@@ -132,6 +132,7 @@ def build_finetune_trainer(base: str | Path, config: RunConfig, out_dir: str | P
     ft = config.finetune or FinetuneConfig()
     config = dataclasses.replace(config, model=base_model.config)
     setup = setup_run(config, Path(out_dir))
+    config = setup.config  # with what the setup chose (batch_size: auto)
     for rows in (setup.split.train, setup.split.valid, setup.split.test):
         check_elements(base_model, setup.dataset, rows, base_path)
     levels = model_levels(base_model, config, setup.dataset.fidelities)

@@ -295,7 +295,7 @@ def meta_train(config: RunConfig, meta: MetaConfig, out_dir: str | Path,
     setup = setup_run(config, out)
     out.mkdir(parents=True, exist_ok=True)
     setup.split.save(out / "split.json")
-    write_text_atomic(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_text_atomic(out / "config.yaml", yaml.safe_dump(setup.config.to_dict(), sort_keys=False))
     settings = setup.config.train
     device = pick_device(settings.device)
     model = build_model(setup).to(device)
