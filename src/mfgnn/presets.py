@@ -32,8 +32,9 @@ SMALL_MODEL = {"n_features": 48, "n_interactions": 2, "n_atom_layers": 2,
 #: The batch follows the molecule's size (``batch_size: auto``: 32 structures below 8
 #: atoms, 8 from 8 atoms up): on one core a step of 8 small molecules costs nearly what a
 #: step of 32 does, and batch 8 was worse on validation rows of H2CO, HCOOH and H2O2; on
-#: rMD17 (9–24 atoms) it lowered the oracle's and the MF model's force errors on all ten
-#: molecules (test rows, 3 seeds) and SF-high/E's on validation rows of three of four.
+#: validation rows of four rMD17 molecules (9–24 atoms) it lowered the MF model's force
+#: error on all four, the oracle's and SF-high/E's on three (the test rows of all ten:
+#: MF on ten, the oracle on nine, README).
 EXPERIMENT_TRAIN = {"max_epochs": 300, "batch_size": "auto", "lr": 4.0e-3, "patience": None,
                     "scheduler": "cosine", "max_time": 90.0, "refit_energy_heads": True}
 
