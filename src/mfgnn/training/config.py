@@ -87,10 +87,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         w = "train."
-        for name in ("max_epochs", "batch_size", "eval_batch_size", "max_bad_steps"):
-            if name == "batch_size" and self.batch_size == "auto":
-                continue
+        for name in ("max_epochs", "eval_batch_size", "max_bad_steps"):
             check_number(getattr(self, name), w + name, minimum=1, integer=True)
+        if self.batch_size != "auto":
+            check_number(self.batch_size, w + "batch_size", minimum=1, integer=True)
         for name in ("scheduler_patience", "seed", "cache_structures", "num_workers"):
             check_number(getattr(self, name), w + name, minimum=0, integer=True)
         check_number(self.patience, w + "patience", minimum=1, integer=True, optional=True)
