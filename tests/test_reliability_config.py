@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import subprocess
+import warnings
 import sys
 
 import numpy as np
@@ -184,3 +185,26 @@ def test_cli_subprocess_exit_code_and_no_traceback(tmp_path):
     assert done.stderr.startswith("mfgnn: error: ") and "Traceback" not in done.stderr
     assert "unknown key 'max_epoch'" in done.stderr and "did you mean 'max_epochs'?" in done.stderr
     assert issubclass(ConfigError, MfgnnError)
+
+
+def test_cli_hides_library_deprecation_notices_and_keeps_its_own(monkeypatch):
+    """A newer torch's FutureWarning, raised while torch_geometric is imported, must not
+    reach a CLI user's stderr (it would precede the one-line error); a warning of the
+    package itself, or one the user asked for with -W, still does."""
+    from mfgnn.cli import quiet_library_warnings
+
+    def raised(module: str, category=FutureWarning) -> int:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            quiet_library_warnings()
+            warnings.warn_explicit("deprecated", category, "lib.py", 1, module=module)
+            return len(seen)
+
+    monkeypatch.setattr(sys, "warnoptions", [])
+    assert raised("torch_geometric.typing") == 0
+    assert raised("torch.jit._script", DeprecationWarning) == 0
+    assert raised("torchani.aev") == 1          # not torch itself
+    assert raised("mfgnn.training.setup") == 1
+    assert raised("torch_geometric.typing", UserWarning) == 1
+    monkeypatch.setattr(sys, "warnoptions", ["default"])
+    assert raised("torch_geometric.typing") == 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from . import __version__
 from .commands import COMMANDS
@@ -26,6 +27,22 @@ from .errors import MfgnnError
 
 def _command(name: str):
     return importlib.import_module(f"mfgnn.commands.{COMMANDS[name]}")
+
+
+#: Libraries whose deprecation notices the command hides: they speak to the authors of
+#: code that calls those libraries, not to a user of ``mfgnn`` (e.g. a newer torch's
+#: notice about ``torch.jit.script``, raised while torch_geometric is imported).
+QUIET_LIBRARIES = r"(torch|torch_geometric|e3nn)(\.|$)"
+
+
+def quiet_library_warnings() -> None:
+    """Hide FutureWarning and DeprecationWarning raised in the libraries of
+    :data:`QUIET_LIBRARIES`, unless warnings were configured with ``-W`` or
+    ``PYTHONWARNINGS``. The package's own warnings are left alone."""
+    if sys.warnoptions:
+        return
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=QUIET_LIBRARIES)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +75,7 @@ def check_launch(command: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_library_warnings()
     args = build_parser().parse_args(argv)
     try:
         check_launch(args.command)
