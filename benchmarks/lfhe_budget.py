@@ -7,7 +7,9 @@ Where ``benchmarks/lfhe_targets.py`` finds the MF model's high-level forces more
 trains the oracle SF-high/EF and MF-low/EF-high/E[heads] with the presets (epochs capped
 by the budget only, the cosine schedule spread over it) and prints the high-level force
 RMSE and MAE on the test split (meV/Å), MF / oracle, the raw gap and the epochs trained.
-Re-running with the same ``--out`` reuses finished runs.
+``--frozen`` adds the ``frozen`` paradigm of ``mfgnn experiment`` (a low-level model for
+0.9 of the budget, then the high-level head alone on the frozen trunk) and its force RMSE
+and ratio to the oracle. Re-running with the same ``--out`` reuses finished runs.
 
     python benchmarks/lfhe_budget.py --out runs/lfhe_budget --sets h2co-f12 --budgets 180,360
 """
@@ -32,9 +34,11 @@ from mfgnn.experiment.plan import Experiment
 MAX_EPOCHS = 100_000
 
 
-def run_point(name: str, budget: float, seeds: int, out: Path) -> tuple[dict, dict]:
-    """Train the oracle and the MF model of set ``name`` for ``budget`` seconds each; the
-    runs' results.json and {experiment: mean epochs trained}."""
+def run_point(name: str, budget: float, seeds: int, out: Path,
+              frozen: bool = False) -> tuple[dict, dict]:
+    """Train the oracle and the MF model of set ``name`` for ``budget`` seconds each (and
+    the ``frozen`` paradigm when ``frozen``); the runs' results.json and {experiment: mean
+    epochs trained} of the oracle and the MF model."""
     _, _, _, low, high, heads, (n_train, n_valid, n_test) = SETS[name]
     base = copy.deepcopy(NEW)
     base["train"]["max_epochs"] = MAX_EPOCHS
@@ -43,7 +47,7 @@ def run_point(name: str, budget: float, seeds: int, out: Path) -> tuple[dict, di
     settings = ExperimentSettings(
         data=str(write_spec(name, out)), low=low, high=high, train=n_train, valid=n_valid,
         test=n_test, out=folder, seeds=seeds, base=base, max_time=budget, heads=(heads,),
-        experiments=(oracle, mf))
+        experiments=(oracle, mf), paradigms=("mfl", "frozen") if frozen else ("mfl",))
     results = run_quietly(settings)
     epochs = {}
     for exp in (oracle, mf):
@@ -62,25 +66,33 @@ def main(argv=None) -> int:
     p.add_argument("--sets", default="h2co-f12,hcooh-f12")
     p.add_argument("--budgets", default="90,180,360", help="seconds per run, comma separated")
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--frozen", action="store_true", help="add the frozen-trunk paradigm")
     args = p.parse_args(argv)
     _common.set_threads(1)
     lines = []
     for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
         _, oracle, mf = experiments_of(name)
+        frozen = f"Frozen-{SETS[name][3]}/EF→{SETS[name][4]}/E"
         for budget in [float(b) for b in args.budgets.split(",") if b.strip()]:
-            results, epochs = run_point(name, budget, args.seeds, args.out)
+            results, epochs = run_point(name, budget, args.seeds, args.out, args.frozen)
             o, m = (results["experiments"][e]["high"] for e in (oracle, mf))
+            fz = ""
+            if args.frozen:
+                f_rmse = results["experiments"][frozen]["high"]["forces_rmse"]["mean"]
+                fz = f"{f_rmse:>10.1f}{f_rmse / o['forces_rmse']['mean']:>8.2f}"
             lines.append(
                 f"{name:<15}{budget:>7.0f}{o['forces_rmse']['mean']:>10.1f}"
                 f"{m['forces_rmse']['mean']:>10.1f}"
                 f"{m['forces_rmse']['mean'] / o['forces_rmse']['mean']:>9.2f}"
                 f"{o['forces_mae']['mean']:>10.1f}{m['forces_mae']['mean']:>10.1f}"
                 f"{results['baseline']['forces_gap_rmse']:>10.1f}"
-                f"{epochs[oracle]:>9.0f}{epochs[mf]:>7.0f}")
+                f"{epochs[oracle]:>9.0f}{epochs[mf]:>7.0f}" + fz)
             print(f"\nhigh-level force errors on the test split (meV/Å), mean over "
                   f"{args.seeds} seed(s)\n{'set':<15}{'budget':>7}{'oracle':>10}{'MF':>10}"
                   f"{'MF/orc':>9}{'orc MAE':>10}{'MF MAE':>10}{'raw gap':>10}"
-                  f"{'epochs':>9}{'(MF)':>7}\n" + "\n".join(lines), flush=True)
+                  f"{'epochs':>9}{'(MF)':>7}"
+                  + (f"{'frozen':>10}{'Fz/orc':>8}" if args.frozen else "") + "\n"
+                  + "\n".join(lines), flush=True)
     return 0
 
 
