@@ -11,8 +11,8 @@ import dataclasses
 import json
 import os
 import subprocess
-import warnings
 import sys
+import warnings
 
 import numpy as np
 import pytest
