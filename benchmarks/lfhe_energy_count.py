@@ -28,7 +28,6 @@ import copy
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import _common
 from lfhe_limits import error_parts
@@ -40,6 +39,7 @@ from mfgnn.experiment.baselines import level_references
 from mfgnn.experiment.plan import Experiment
 from mfgnn.experiment.predict import predict
 from mfgnn.model_file import load_model
+from mfgnn.training.finetune import effective_head_rows, set_effective_head_rows
 from mfgnn.training.head_refit import refit_energy_heads
 
 
@@ -49,14 +49,13 @@ def batch_maker(dataset, rows, columns):
     return lambda: [store.batch(p) for p in loader_order(len(store), 64)]
 
 
-@torch.no_grad()
 def zero_correction(model, t: int) -> None:
-    """Make level t's head equal to level t − 1's (the correction's weights zero)."""
-    for lin in model.heads.linears:
-        if model.heads.mode == "delta":
-            lin.weight[t].zero_()
-        else:
-            lin.weight[t].copy_(lin.weight[t - 1])
+    """Give level t the effective head weights of level t − 1 (the correction's weights
+    zero, whatever the head mode); biases are left to the refit's per-element offsets."""
+    rows = effective_head_rows(model.heads)
+    for weights, _ in rows:
+        weights[t] = weights[t - 1]
+    set_effective_head_rows(model.heads, rows)
 
 
 def count_curve(name: str, out: Path, budget: float, counts: list[int]) -> list[str]:
