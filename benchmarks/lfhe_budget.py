@@ -9,7 +9,10 @@ by the budget only, the cosine schedule spread over it) and prints the high-leve
 RMSE and MAE on the test split (meV/Å), MF / oracle, the raw gap and the epochs trained.
 ``--frozen`` adds the ``frozen`` paradigm of ``mfgnn experiment`` (a low-level model for
 0.9 of the budget, then the high-level head alone on the frozen trunk) and its force RMSE
-and ratio to the oracle. Re-running with the same ``--out`` reuses finished runs.
+and ratio to the oracle. ``--energy-only`` adds SF-high/E (high-level energies alone, the
+presets' energy-only rate) and prints, for each point, the issue's targets in RMSE, MAE
+and P99 and by energy above the minimum, as ``lfhe_targets.py`` does at the default
+budget. Re-running with the same ``--out`` reuses finished runs.
 
     python benchmarks/lfhe_budget.py --out runs/lfhe_budget --sets h2co-f12 --budgets 180,360
 """
@@ -25,7 +28,7 @@ import numpy as np
 
 import _common
 from hard_data import NEW, run_quietly
-from lfhe_targets import SETS, experiments_of, write_spec
+from lfhe_targets import SETS, experiments_of, force_rms, report, write_spec
 
 from mfgnn.experiment import ExperimentSettings
 from mfgnn.experiment.plan import Experiment
@@ -35,19 +38,19 @@ MAX_EPOCHS = 100_000
 
 
 def run_point(name: str, budget: float, seeds: int, out: Path,
-              frozen: bool = False) -> tuple[dict, dict]:
+              frozen: bool = False, energy_only: bool = False) -> tuple[dict, dict]:
     """Train the oracle and the MF model of set ``name`` for ``budget`` seconds each (and
-    the ``frozen`` paradigm when ``frozen``); the runs' results.json and {experiment: mean
-    epochs trained} of the oracle and the MF model."""
+    the ``frozen`` paradigm when ``frozen``, SF-high/E when ``energy_only``); the runs'
+    results.json and {experiment: mean epochs trained} of the oracle and the MF model."""
     _, _, _, low, high, heads, (n_train, n_valid, n_test) = SETS[name]
     base = copy.deepcopy(NEW)
     base["train"]["max_epochs"] = MAX_EPOCHS
     folder = out / name / f"{budget:g}s"
-    _, oracle, mf = experiments_of(name)
+    sf_e, oracle, mf = experiments_of(name)
     settings = ExperimentSettings(
         data=str(write_spec(name, out)), low=low, high=high, train=n_train, valid=n_valid,
         test=n_test, out=folder, seeds=seeds, base=base, max_time=budget, heads=(heads,),
-        experiments=(oracle, mf), paradigms=("mfl", "frozen") if frozen else ("mfl",))
+        experiments=(sf_e, oracle, mf) if energy_only else (oracle, mf), paradigms=("mfl", "frozen") if frozen else ("mfl",))
     results = run_quietly(settings)
     epochs = {}
     for exp in (oracle, mf):
@@ -67,6 +70,8 @@ def main(argv=None) -> int:
     p.add_argument("--budgets", default="90,180,360", help="seconds per run, comma separated")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--frozen", action="store_true", help="add the frozen-trunk paradigm")
+    p.add_argument("--energy-only", action="store_true",
+                   help="add SF-high/E and print the targets in RMSE, MAE, P99 and by bin")
     args = p.parse_args(argv)
     _common.set_threads(1)
     lines = []
@@ -74,7 +79,12 @@ def main(argv=None) -> int:
         _, oracle, mf = experiments_of(name)
         frozen = f"Frozen-{SETS[name][3]}/EF→{SETS[name][4]}/E"
         for budget in [float(b) for b in args.budgets.split(",") if b.strip()]:
-            results, epochs = run_point(name, budget, args.seeds, args.out, args.frozen)
+            results, epochs = run_point(name, budget, args.seeds, args.out, args.frozen,
+                                        args.energy_only)
+            if args.energy_only:
+                folder = args.out / name / f"{budget:g}s"
+                print(f"\n{budget:g} s:" + "\n".join(
+                    report(name, results, force_rms(name, args.out, folder))), flush=True)
             o, m = (results["experiments"][e]["high"] for e in (oracle, mf))
             fz = ""
             if args.frozen:

@@ -89,10 +89,11 @@ def run_set(name: str, out: Path, seeds: int, max_time: float, extra: tuple[str,
     return run_quietly(settings)
 
 
-def force_rms(name: str, out: Path) -> float:
-    """RMS of the high-level force labels of the test rows (meV/Å)."""
+def force_rms(name: str, out: Path, folder: Path | None = None) -> float:
+    """RMS of the high-level force labels of the test rows (meV/Å) of the experiment
+    folder ``folder`` (default ``out/<name>``)."""
     dataset = load_dataset(write_spec(name, out))
-    rows = Split.load(out / name / "split.json").test
+    rows = Split.load((folder or out / name) / "split.json").test
     return 1000.0 * float(dataset.force_rms(rows)[dataset.fidelities.index(SETS[name][4])])
 
 
