@@ -12,7 +12,8 @@ RMSE and MAE on the test split (meV/Å), MF / oracle, the raw gap and the epochs
 and ratio to the oracle. ``--energy-only`` adds SF-high/E (high-level energies alone, the
 presets' energy-only rate) and prints, for each point, the issue's targets in RMSE, MAE
 and P99 and by energy above the minimum, as ``lfhe_targets.py`` does at the default
-budget. Re-running with the same ``--out`` reuses finished runs.
+budget; ``--markdown FILE`` then writes those ratios, one row per set and budget, as the
+README's table. Re-running with the same ``--out`` reuses finished runs.
 
     python benchmarks/lfhe_budget.py --out runs/lfhe_budget --sets h2co-f12 --budgets 180,360
 """
@@ -28,7 +29,7 @@ import numpy as np
 
 import _common
 from hard_data import NEW, run_quietly
-from lfhe_targets import SETS, experiments_of, force_rms, report, write_spec
+from lfhe_targets import METRICS, SETS, experiments_of, force_rms, report, write_spec
 
 from mfgnn.experiment import ExperimentSettings
 from mfgnn.experiment.plan import Experiment
@@ -63,6 +64,24 @@ def run_point(name: str, budget: float, seeds: int, out: Path,
     return results, epochs
 
 
+def ratio_row(name: str, budget: float, results: dict) -> str:
+    """One README row: MF / SF-high/E, MF / oracle, MF / raw gap and oracle / raw gap of
+    the high-level force RMSE, MAE and P99 (targets: ≤ 0.5, ≤ 1.3, < 1, < 1)."""
+    sf_e, oracle, mf = ({m: results["experiments"][e]["high"][m]["mean"] for m in METRICS}
+                        for e in experiments_of(name))
+    gap = {m: results["baseline"][m.replace("forces", "forces_gap")] for m in METRICS}
+
+    def ratios(a: dict, b: dict) -> str:
+        return " / ".join(f"{a[m] / b[m]:.2f}" for m in METRICS)
+
+    return (f"| {name} | {budget:g} s | {ratios(mf, sf_e)} | {ratios(mf, oracle)} | "
+            f"{ratios(mf, gap)} | {ratios(oracle, gap)} |")
+
+
+MARKDOWN_HEADER = ("| set | budget | MF / SF-high/E | MF / oracle | MF / raw gap | oracle / raw gap |"
+                   "\n|---|---|---|---|---|---|")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
@@ -72,9 +91,13 @@ def main(argv=None) -> int:
     p.add_argument("--frozen", action="store_true", help="add the frozen-trunk paradigm")
     p.add_argument("--energy-only", action="store_true",
                    help="add SF-high/E and print the targets in RMSE, MAE, P99 and by bin")
+    p.add_argument("--markdown", type=Path, default=None,
+                   help="with --energy-only: write the README table of ratios here")
     args = p.parse_args(argv)
     _common.set_threads(1)
-    lines = []
+    if args.markdown is not None and not args.energy_only:
+        p.error("--markdown needs --energy-only (the table compares with SF-high/E)")
+    lines, rows = [], []
     for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
         _, oracle, mf = experiments_of(name)
         frozen = f"Frozen-{SETS[name][3]}/EF→{SETS[name][4]}/E"
@@ -85,6 +108,7 @@ def main(argv=None) -> int:
                 folder = args.out / name / f"{budget:g}s"
                 print(f"\n{budget:g} s:" + "\n".join(
                     report(name, results, force_rms(name, args.out, folder))), flush=True)
+                rows.append(ratio_row(name, budget, results))
             o, m = (results["experiments"][e]["high"] for e in (oracle, mf))
             fz = ""
             if args.frozen:
@@ -103,6 +127,9 @@ def main(argv=None) -> int:
                   f"{'epochs':>9}{'(MF)':>7}"
                   + (f"{'frozen':>10}{'Fz/orc':>8}" if args.frozen else "") + "\n"
                   + "\n".join(lines), flush=True)
+    if args.markdown is not None:
+        args.markdown.write_text("\n".join([MARKDOWN_HEADER, *rows]) + "\n")
+        print(f"wrote {args.markdown}")
     return 0
 
 

@@ -77,3 +77,25 @@ def test_lfhe_limits_splits_the_high_level_error_into_low_and_correction():
     f_nan = f_high.copy()
     f_nan[0] = np.nan
     assert np.isfinite(error_parts(f_low, f_high, f_low, f_nan)["corr"])
+
+
+def test_budget_table_row_holds_the_four_ratios_of_each_metric():
+    """``lfhe_budget.py --markdown``: MF / SF-E, MF / oracle, MF / gap and oracle / gap,
+    each as RMSE / MAE / P99, under a header with as many columns."""
+    from lfhe_budget import MARKDOWN_HEADER, ratio_row
+    from lfhe_targets import experiments_of
+
+    def errors(rmse, mae, p99):
+        return {"high": {"forces_rmse": {"mean": rmse}, "forces_mae": {"mean": mae},
+                         "forces_p99": {"mean": p99}}}
+
+    sf_e, oracle, mf = experiments_of("benzene")
+    results = {"experiments": {sf_e: errors(400.0, 200.0, 1000.0),
+                               oracle: errors(50.0, 20.0, 100.0),
+                               mf: errors(100.0, 30.0, 150.0)},
+               "baseline": {"forces_gap_rmse": 200.0, "forces_gap_mae": 60.0,
+                            "forces_gap_p99": 120.0}}
+    row = ratio_row("benzene", 360.0, results)
+    assert row == ("| benzene | 360 s | 0.25 / 0.15 / 0.15 | 2.00 / 1.50 / 1.50 | "
+                   "0.50 / 0.50 / 1.25 | 0.25 / 0.33 / 0.83 |")
+    assert row.count("|") == MARKDOWN_HEADER.splitlines()[0].count("|")
