@@ -29,13 +29,19 @@ import numpy as np
 
 import _common
 from hard_data import NEW, run_quietly
-from lfhe_targets import METRICS, SETS, experiments_of, force_rms, report, write_spec
+from lfhe_targets import (METRICS, SETS, experiments_of, force_rms, report, write_markdown,
+                          write_spec)
 
 from mfgnn.experiment import ExperimentSettings
 from mfgnn.experiment.plan import Experiment
 
 #: epochs are capped by the budget only
 MAX_EPOCHS = 100_000
+
+
+def point_folder(out: Path, name: str, budget: float) -> Path:
+    """The experiment folder of set ``name`` at ``budget`` seconds."""
+    return out / name / f"{budget:g}s"
 
 
 def run_point(name: str, budget: float, seeds: int, out: Path,
@@ -46,12 +52,13 @@ def run_point(name: str, budget: float, seeds: int, out: Path,
     _, _, _, low, high, heads, (n_train, n_valid, n_test) = SETS[name]
     base = copy.deepcopy(NEW)
     base["train"]["max_epochs"] = MAX_EPOCHS
-    folder = out / name / f"{budget:g}s"
+    folder = point_folder(out, name, budget)
     sf_e, oracle, mf = experiments_of(name)
     settings = ExperimentSettings(
         data=str(write_spec(name, out)), low=low, high=high, train=n_train, valid=n_valid,
         test=n_test, out=folder, seeds=seeds, base=base, max_time=budget, heads=(heads,),
-        experiments=(sf_e, oracle, mf) if energy_only else (oracle, mf), paradigms=("mfl", "frozen") if frozen else ("mfl",))
+        experiments=(sf_e, oracle, mf) if energy_only else (oracle, mf),
+        paradigms=("mfl", "frozen") if frozen else ("mfl",))
     results = run_quietly(settings)
     epochs = {}
     for exp in (oracle, mf):
@@ -78,8 +85,8 @@ def ratio_row(name: str, budget: float, results: dict) -> str:
             f"{ratios(mf, gap)} | {ratios(oracle, gap)} |")
 
 
-MARKDOWN_HEADER = ("| set | budget | MF / SF-high/E | MF / oracle | MF / raw gap | oracle / raw gap |"
-                   "\n|---|---|---|---|---|---|")
+MARKDOWN_HEADER = ("| set | budget | MF / SF-high/E | MF / oracle | MF / raw gap "
+                   "| oracle / raw gap |\n|---|---|---|---|---|---|")
 
 
 def main(argv=None) -> int:
@@ -105,9 +112,8 @@ def main(argv=None) -> int:
             results, epochs = run_point(name, budget, args.seeds, args.out, args.frozen,
                                         args.energy_only)
             if args.energy_only:
-                folder = args.out / name / f"{budget:g}s"
-                print(f"\n{budget:g} s:" + "\n".join(
-                    report(name, results, force_rms(name, args.out, folder))), flush=True)
+                rms = force_rms(name, args.out, point_folder(args.out, name, budget))
+                print(f"\n{budget:g} s:" + "\n".join(report(name, results, rms)), flush=True)
                 rows.append(ratio_row(name, budget, results))
             o, m = (results["experiments"][e]["high"] for e in (oracle, mf))
             fz = ""
@@ -127,9 +133,7 @@ def main(argv=None) -> int:
                   f"{'epochs':>9}{'(MF)':>7}"
                   + (f"{'frozen':>10}{'Fz/orc':>8}" if args.frozen else "") + "\n"
                   + "\n".join(lines), flush=True)
-    if args.markdown is not None:
-        args.markdown.write_text("\n".join([MARKDOWN_HEADER, *rows]) + "\n")
-        print(f"wrote {args.markdown}")
+    write_markdown(args.markdown, rows, MARKDOWN_HEADER)
     return 0
 
 

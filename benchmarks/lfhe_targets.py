@@ -157,10 +157,10 @@ MARKDOWN_HEADER = ("| set (levels, MF heads) | SF-high/E | SF-high/EF (oracle) |
                    "| raw gap | MF / SF-E | MF / oracle |\n|---|---|---|---|---|---|---|")
 
 
-def write_markdown(path: Path | None, rows: list[str]) -> None:
-    """The README table (header and ``rows``) into ``path``, when given."""
+def write_markdown(path: Path | None, rows: list[str], header: str = MARKDOWN_HEADER) -> None:
+    """The README table (``header`` and ``rows``) into ``path``, when given."""
     if path is not None:
-        path.write_text("\n".join([MARKDOWN_HEADER, *rows]) + "\n")
+        path.write_text("\n".join([header, *rows]) + "\n")
         print(f"wrote {path}")
 
 
