@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -99,3 +100,23 @@ def test_budget_table_row_holds_the_four_ratios_of_each_metric():
     assert row == ("| benzene | 360 s | 0.25 / 0.15 / 0.15 | 2.00 / 1.50 / 1.50 | "
                    "0.50 / 0.50 / 1.25 | 0.25 / 0.33 / 0.83 |")
     assert row.count("|") == MARKDOWN_HEADER.splitlines()[0].count("|")
+
+
+def test_widerange_tail_adds_rows_to_the_training_split_only():
+    from widerange_tail import reference_internals, tail_split, training_bins
+    from mfgnn.data import make_split
+    base = make_split(2500, 1000, 200, 1000, seed=0)
+    split = tail_split(2500, 300)
+    assert len(split.train) == 1300 and set(split.train[1000:]) == set(range(2500, 2800))
+    assert (split.valid == base.valid).all() and (split.test == base.test).all()
+    # energies above the test rows' minimum: 0.5 and 3 (shared), 7 and 40 eV (tail)
+    shared = np.array([1.0, 1.5, 4.0, 9.0])
+    counts = training_bins(np.array([8.0, 41.0]), shared, np.array([1, 2, 4, 5]),
+                           np.array([0, 3]))
+    assert counts == [1, 1, 1, 1]
+    text = ("Reference geometry: optimised at HF/cc-pvdz with geomeTRIC 1.1.1: O-O 1.3927 A, "
+            "O-H 0.9482/0.9482 A, OOH 102.34/102.34 deg, HOOH 115.41 deg.")
+    assert reference_internals(text) == dict(r_oo=1.3927, r_oh1=0.9482, r_oh2=0.9482,
+                                             a1=102.34, a2=102.34, phi=115.41)
+    with pytest.raises(SystemExit, match="provenance"):
+        reference_internals("no geometry here")
