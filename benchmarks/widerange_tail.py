@@ -10,14 +10,14 @@ reference with a per-component σ drawn in [0.20, 0.25] Å, the top of the set's
 rigid motion projected out, no pair closer than 0.6 Å), labels them with the set's own
 generator (``generate_h2o2.py`` beside the shared file: one RHF with its fallback ladder
 and stability check, RHF and MP2/cc-pVDZ energies and analytic forces; needs ``pip install
-pyscf``), adds the first N of them to the training split of the seed-0 1000 / 200 / 1000
-split, and trains the oracle and the MF model on each point of ``--points`` with the same
-validation and test rows. It prints the MP2 force RMSE of the test split (meV/Å), all rows
-and by energy above the minimum, next to the raw gap and the number of training rows in
-each bin.
+pyscf``, version 2.14 made the shared file), adds the first N of them to the training
+split of the seed-0 1000 / 200 / 1000 split, and trains the oracle and the MF model on
+each point of ``--points`` with the same validation and test rows. It prints the MP2
+force RMSE of the test split (meV/Å), all rows and by energy above the minimum, next to
+the raw gap, with the training rows in each bin and the epochs each run trained.
 
-    python benchmarks/widerange_tail.py --out runs/widerange_tail --extra 600 \
-        --points 0,300,600 --max-time 360
+    python benchmarks/widerange_tail.py --out runs/widerange_tail --extra 1200 \
+        --points 0,600,1200 --max-time 360
 
 Labelling is resumable (``OUT/tail_rows.npz``, written every 20 rows); re-running with
 the same ``--out`` reuses finished runs. ``--label-only`` stops after the labels.
@@ -38,9 +38,11 @@ import yaml
 
 import _common
 from hard_data import NEW, run_quietly
+from lfhe_curve import epochs_of
 
 from mfgnn.data import Split, make_split
 from mfgnn.experiment import ExperimentSettings
+from mfgnn.experiment.plan import Experiment
 
 SIGMA = (0.20, 0.25)
 SEED = 2026
@@ -70,13 +72,16 @@ def reference_internals(provenance: str) -> dict:
 
 
 def sample(gen, n: int, internals: dict) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` displaced geometries (Å) and their σ, seeded (:data:`SEED`)."""
-    rng = np.random.default_rng(SEED)
+    """``n`` displaced geometries (Å) and their σ; row ``i`` is drawn from its own seeded
+    stream (:data:`SEED`, ``i``), so the first rows do not depend on ``n``."""
     ref = gen.build_h2o2(**internals)
-    sigmas = rng.uniform(*SIGMA, n)
-    geometries = [gen._accept(rng, lambda s=s: gen.displace(rng, ref, s), "tail")
-                  for s in sigmas]
-    return np.array(geometries), sigmas
+    geometries, sigmas = [], []
+    for i in range(n):
+        rng = np.random.default_rng([SEED, i])
+        sigma = rng.uniform(*SIGMA)
+        geometries.append(gen._accept(rng, lambda: gen.displace(rng, ref, sigma), "tail"))
+        sigmas.append(sigma)
+    return np.array(geometries), np.array(sigmas)
 
 
 def label(out: Path, n: int, workers: int) -> dict:
@@ -88,6 +93,10 @@ def label(out: Path, n: int, workers: int) -> dict:
     geometries, sigmas = sample(gen, n, ref_int)
     path = out / "tail_rows.npz"
     done = dict(np.load(path)) if path.is_file() else {"idx": np.zeros(0, int)}
+    stored = done["idx"][done["idx"] < n]
+    if len(stored) and not np.allclose(done["R"][:len(stored)], geometries[stored]):
+        raise SystemExit(f"{path}: its geometries are not the ones this script draws "
+                         "(another seed or σ range?); use another --out")
     rows = {int(i): {k: done[k][j] for k in LABELS} for j, i in enumerate(done["idx"])}
     todo = [(i, geometries[i]) for i in range(n) if i not in rows]
     opts = dict(threads=1, ref_R=gen.build_h2o2(**ref_int).tolist(), stability=True)
@@ -96,7 +105,7 @@ def label(out: Path, n: int, workers: int) -> dict:
         idx = np.array(sorted(rows), dtype=int)
         arrays = {k: np.array([rows[i][k] for i in idx]) for k in LABELS}
         tmp = out / "tail_rows.tmp.npz"
-        np.savez(tmp, idx=idx, **arrays)
+        np.savez(tmp, idx=idx, R=geometries[idx], **arrays)
         tmp.replace(path)
 
     if todo:
@@ -173,8 +182,8 @@ def training_bins(tail_energy: np.ndarray, shared_energy: np.ndarray, train: np.
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--extra", type=int, default=600, help="tail geometries to label")
-    p.add_argument("--points", default="0,300,600", help="tail rows added, comma separated")
+    p.add_argument("--extra", type=int, default=1200, help="tail geometries to label")
+    p.add_argument("--points", default="0,600,1200", help="tail rows added, comma separated")
     p.add_argument("--max-time", type=float, default=360.0, help="seconds per run")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--workers", type=int, default=2, help="labelling processes")
@@ -202,8 +211,10 @@ def main(argv=None) -> int:
             high = res["experiments"][name]["high"]
             cells = [high["forces_rmse"]["mean"]] + [
                 high["by_energy"][b]["forces_rmse"]["mean"] for b in gap]
+            runs = args.out / f"extra{extra}" / "runs" / Experiment(name, {}).folder
             lines.append(f"{extra:>6}  {name:<30}" + "".join(f"{c:>10.0f}" for c in cells)
-                         + "   train rows per bin " + "/".join(map(str, counts)))
+                         + f"   epochs {epochs_of(runs)}, training rows per bin "
+                         + "/".join(map(str, counts)))
         header = (f"{'extra':>6}  {'experiment':<30}{'all':>10}"
                   + "".join(f"{b:>10}" for b in gap))
         gap_line = (f"{'':>6}  {'raw gap':<30}{res['baseline']['forces_gap_rmse']:>10.0f}"

@@ -120,3 +120,18 @@ def test_widerange_tail_adds_rows_to_the_training_split_only():
                                              a1=102.34, a2=102.34, phi=115.41)
     with pytest.raises(SystemExit, match="provenance"):
         reference_internals("no geometry here")
+
+
+def test_widerange_tail_draws_each_row_independently_of_how_many(shared_data, monkeypatch):
+    monkeypatch.setenv("MFGNN_SHARED_DATA", str(shared_data))
+    import widerange_tail
+    gen = widerange_tail.generator()
+    provenance = str(np.load(shared_data / "widerange" / "h2o2_hf_mp2.npz")["provenance"])
+    internals = widerange_tail.reference_internals(provenance)
+    few, few_sigma = widerange_tail.sample(gen, 3, internals)
+    more, more_sigma = widerange_tail.sample(gen, 8, internals)
+    assert np.array_equal(few, more[:3]) and np.array_equal(few_sigma, more_sigma[:3])
+    assert ((more_sigma >= 0.20) & (more_sigma <= 0.25)).all()
+    pairs = np.linalg.norm(more[:, :, None] - more[:, None, :], axis=-1)[:, [0, 0, 0, 1, 1, 2],
+                                                                        [1, 2, 3, 2, 3, 3]]
+    assert pairs.min() >= 0.6 and not np.allclose(more[0], more[1])
